@@ -1,0 +1,49 @@
+"""What every entry point shares: user errors as one line, the run dir, metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from cifar_lab.errors import CifarLabError
+
+log = logging.getLogger("cifar_lab")
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Print a `CifarLabError` as one line and exit 1; in a multirun let Hydra record it as
+    a failed job instead, so the other jobs still run."""
+    try:
+        yield
+    except CifarLabError as err:
+        if in_multirun():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def to_number(value: Any) -> Any:
+    """Tensor metric values as plain floats for JSON."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: to_number(v) for k, v in payload.items()}, indent=2) + "\n")
+    return path

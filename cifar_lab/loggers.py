@@ -1,0 +1,38 @@
+"""Experiment loggers from the `logger` config: wandb (offline by default) beside a CSV log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+
+def build_loggers(logger_cfg: Mapping[str, Any] | None, resume_wandb_id: str | None = None) -> list[Logger]:
+    """One Lightning logger per entry of `logger_cfg`; a wandb run resumes when its id is known."""
+    loggers: list[Logger] = []
+    for name, spec in (logger_cfg or {}).items():
+        if not spec or "_target_" not in spec:
+            continue
+        overrides: dict[str, Any] = {}
+        if name == "wandb" and resume_wandb_id and not spec.get("id"):
+            overrides = {"id": resume_wandb_id, "resume": "allow"}
+        loggers.append(instantiate(spec, **overrides))
+    return loggers
+
+
+def wandb_run_id(loggers: list[Logger]) -> str | None:
+    """The id of the wandb run among `loggers` (starting it), so a checkpoint can resume it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return logger.experiment.id
+    return None
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the wandb run, failed or not, so the next job of a multirun starts a new one."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)

@@ -1,0 +1,141 @@
+"""The LightningModule that trains, validates and tests any `ClassifierNet` on CIFAR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_lab import __version__
+from cifar_lab.data.mixing import build_mixup
+from cifar_lab.models.rng import collect_rng_states, set_rng_states
+
+CHECKPOINT_KEY = "cifar_lab"
+
+
+def accuracy_metrics(num_classes: int) -> MetricCollection:
+    """Top-1 and (when there are at least 5 classes) top-5 accuracy over the whole epoch."""
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class CIFARClassifier(L.LightningModule):
+    """Cross-entropy with label smoothing, or soft targets when CutMix/MixUp is on.
+
+    `optimizer` and `scheduler` are partials from the `optim` config, completed in
+    `configure_optimizers` once the number of steps is known. `run_config` (the resolved Hydra
+    config) travels in every checkpoint so `predict` can rebuild the model from the file alone.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 100,
+        label_smoothing: float = 0.0,
+        mix: Mapping[str, Any] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+        self.mixup = build_mixup(mix, num_classes, label_smoothing)
+        self.soft_loss = SoftTargetCrossEntropy()
+        self.run_config = dict(run_config or {})
+        self.wandb_id: str | None = None
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
+        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # --- steps --------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # The sanity-check validation of an untrained model must not count as the best.
+        if self.trainer.ckpt_path is None:
+            self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if self.mixup is not None:
+            images, soft_targets = self.mixup(images, labels)
+            logits = self(images)
+            loss = self.soft_loss(logits, soft_targets)
+        else:
+            logits = self(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.train_loss(loss)
+        self.train_metrics(logits, labels)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+        return loss
+
+    def _eval_step(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, stage: str):
+        images, labels = batch
+        logits = self(images)
+        loss_metric(F.cross_entropy(logits, labels))
+        metrics(logits, labels)
+        self.log(f"{stage}/loss", loss_metric, on_epoch=True, prog_bar=stage == "val")
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).float().softmax(dim=1)
+
+    # --- optimisation -------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.net)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=max(total_steps // epochs, 1)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        # timm schedulers take the update count instead of counting calls themselves.
+        scheduler.step_update(num_updates=self.global_step)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "version": __version__,
+            "config": self.run_config,
+            "wandb_id": self.wandb_id,
+            "num_classes": self.num_classes,
+        }
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])

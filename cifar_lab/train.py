@@ -1,0 +1,141 @@
+"""`python -m cifar_lab.train`: compose the Hydra config, fit, test, write metrics.json.
+
+    python -m cifar_lab.train model=resnext50 optim=adoptw
+    python -m cifar_lab.train experiment=smoke data.root=/data/cifar
+    python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lab.checkpoint import checkpoint_wandb_id
+from cifar_lab.cli import exit_on_user_error, write_json
+from cifar_lab.errors import CifarLabError
+from cifar_lab.loggers import build_loggers, finish_wandb, wandb_run_id
+from cifar_lab.models.classifier import CIFARClassifier
+
+log = logging.getLogger("cifar_lab.train")
+
+
+def resolve_precision(precision: str | int) -> str | int:
+    """`auto`: bf16 autocast where the GPU supports it, else full fp32 (bf16 on a CPU without
+    AMX is several times slower than fp32)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def scaled_lr(cfg: DictConfig) -> float:
+    """The configured lr, times batch/256 when `optim.scale_lr_by_batch` (Goyal et al., 2017)."""
+    lr = float(cfg.optim.optimizer.lr)
+    if cfg.optim.get("scale_lr_by_batch"):
+        lr *= cfg.data.batch_size / 256
+    return lr
+
+
+def build_module(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> CIFARClassifier:
+    """The LightningModule for `cfg`: backbone from `model`, partials from `optim`."""
+    scheduler_cfg = cfg.optim.get("scheduler")
+    return CIFARClassifier(
+        net=instantiate(cfg.model),
+        optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg)),
+        scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
+        num_classes=cfg.data.num_classes,
+        label_smoothing=cfg.loss.label_smoothing,
+        mix=OmegaConf.to_container(cfg.augment.mix) if cfg.augment.get("mix") else None,
+        run_config=run_config,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+
+
+def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
+    """Final metrics plus where the checkpoints are: what `metrics.json` holds."""
+    metrics: dict[str, Any] = dict(trainer.callback_metrics)
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint):
+        metrics["best_model_path"] = checkpoint.best_model_path or None
+        metrics["best_model_score"] = checkpoint.best_model_score
+        metrics["last_model_path"] = checkpoint.last_model_path or None
+    metrics["epochs_completed"] = trainer.current_epoch
+    metrics["global_step"] = trainer.global_step
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json."""
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = instantiate(
+        cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
+    )
+    module = build_module(cfg, run_config)
+    resume_id = checkpoint_wandb_id(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        precision=resolve_precision(cfg.trainer.precision),
+        callbacks=build_callbacks(cfg),
+        logger=loggers or False,
+    )
+    metrics: dict[str, Any] = {"status": "running", "run_dir": str(output_dir)}
+    try:
+        module.wandb_id = wandb_run_id(loggers)
+        metrics["wandb_id"] = module.wandb_id
+        for logger in loggers:
+            logger.log_hyperparams(run_config)
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
+        metrics.update(run_metrics(trainer))
+        if cfg.get("test"):
+            best = metrics.get("best_model_path")
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        metrics["status"] = "finished"
+    except BaseException as err:
+        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        write_json(output_dir / "metrics.json", metrics)
+        finish_wandb(exit_code=0 if metrics["status"] == "finished" else 1)
+    log.info("metrics written to %s", output_dir / "metrics.json")
+    return metrics
+
+
+def optimized_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The number a Hydra sweeper maximises (`optimized_metric`), as a float."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise CifarLabError(
+            f"optimized_metric={name!r} was not logged; expected one of "
+            f"{sorted(k for k in metrics if '/' in k)}"
+        )
+    return float(metrics[name])
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        metrics = train(cfg)
+        return optimized_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny on-disk datasets and Hydra configs shrunk to run in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from cifar_files import write_cifar  # noqa: E402
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TINY_CONVNET = ["model.widths=[8,8,16,16,16]", "model.head_hidden=16"]
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("cifar100"), "cifar100", n_train=200, n_test=100)
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("cifar10"), "cifar10", n_train=100, n_test=40)
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides or [])
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path, cifar100_root: Path) -> Callable[..., DictConfig]:
+    """A composed train config on the tiny CIFAR-100: CPU, one short epoch, output in tmp_path."""
+
+    def make(*overrides: str, root: Path | None = None) -> DictConfig:
+        base = [
+            f"data.root={root or cifar100_root}",
+            "data.download=false",
+            "data.check_integrity=false",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+        ]
+        return compose_train(base + list(overrides))
+
+    return make
