@@ -10,7 +10,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
 
 from cifar_lab.data.datasets import ImageArrays, load_cifar
 from cifar_lab.data.mixing import mixing_enabled
@@ -31,11 +32,38 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def reseed(self, seed: int) -> None:
+        """albumentations 2.x draws from its own generator, not numpy's global one."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
         if self.transform is not None:
             return self.transform(image=image)["image"], int(self.labels[index])
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(self.labels[index])
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each worker, each epoch, its own augmentation stream derived from the torch seed.
+
+    Forked workers would otherwise share one copy of the albumentations generator and draw
+    identical augmentation parameters; deriving it from torch's per-worker seed also makes
+    runs repeat under `seed_everything` and resume with the restored RNG.
+    """
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, ArrayDataset):
+        info.dataset.reseed(torch.initial_seed() % 2**32)
+
+
+class ReseedingRandomSampler(RandomSampler):
+    """A RandomSampler that, in the main process (`num_workers=0`), reseeds the dataset's
+    augmentation from the torch RNG each epoch, for the same reasons as `seed_worker`."""
+
+    def __iter__(self):
+        self.data_source.reseed(int(torch.randint(2**31, ()).item()))
+        yield from super().__iter__()
 
 
 def resolve_num_workers(num_workers: int | str) -> int:
@@ -140,14 +168,16 @@ class CIFARDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         hp = self.hparams
         batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        # Workers are not persistent: each epoch's workers are seeded from the torch RNG,
+        # which a checkpoint restores, so a resumed run draws the same augmentations.
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=ReseedingRandomSampler(dataset) if train else None,
             drop_last=train and self.drop_last_train,
             num_workers=self.num_workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,144 @@
+"""Reading CIFAR from the real pickle layout, the split, the loaders and the error messages."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cifar_files import write_cifar
+
+from cifar_lab.data import CIFARDataModule, load_cifar
+from cifar_lab.data.datamodule import split_indices
+from cifar_lab.errors import CifarLabError
+
+
+@pytest.mark.parametrize("name, classes", [("cifar100", 100), ("cifar10", 10)])
+def test_load_cifar_reads_the_pickle_layout(tmp_path: Path, name: str, classes: int) -> None:
+    write_cifar(tmp_path, name, n_train=50, n_test=20)
+
+    train = load_cifar(name, tmp_path, train=True, check_integrity=False)
+    test = load_cifar(name, tmp_path, train=False, check_integrity=False)
+
+    assert train.images.shape == (50, 32, 32, 3) and train.images.dtype == np.uint8
+    assert test.images.shape == (20, 32, 32, 3)
+    assert len(train.classes) == classes and train.classes[0] == "class_000"
+    assert train.labels.min() >= 0 and train.labels.max() < classes
+
+
+def test_split_is_seeded_and_disjoint() -> None:
+    train_a, val_a = split_indices(100, 0.2, seed=1)
+    train_b, val_b = split_indices(100, 0.2, seed=1)
+    _, val_c = split_indices(100, 0.2, seed=2)
+
+    assert len(val_a) == 20 and len(train_a) == 80
+    assert set(train_a).isdisjoint(val_a)
+    assert np.array_equal(val_a, val_b) and np.array_equal(train_a, train_b)
+    assert not np.array_equal(val_a, val_c)
+
+
+def test_datamodule_batches_are_normalised_float_tensors(cifar100_root: Path) -> None:
+    dm = CIFARDataModule(
+        root=str(cifar100_root), download=False, check_integrity=False, batch_size=8,
+        num_workers=0, val_fraction=0.2, augment={"crop": {"kind": "random", "pad": 4}},
+    )
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64
+    assert -3.0 < images.mean() < 3.0  # normalised, not 0-255
+    assert len(dm.train_set) == 160 and len(dm.val_set) == 40 and len(dm.test_set) == 100
+
+
+def test_mixing_drops_the_uneven_last_batch(cifar100_root: Path) -> None:
+    mix = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    dm = CIFARDataModule(
+        root=str(cifar100_root), download=False, check_integrity=False, batch_size=14,
+        num_workers=0, val_fraction=0.2, augment={"mix": mix},
+    )
+    dm.setup("fit")
+
+    sizes = [len(labels) for _, labels in dm.train_dataloader()]
+
+    assert sizes and all(size == 14 for size in sizes)  # 160 = 11 * 14 + 6: the 6 are dropped
+
+
+def test_mixing_rejects_an_odd_batch_size() -> None:
+    with pytest.raises(CifarLabError, match="batch_size=15 is odd"):
+        CIFARDataModule(batch_size=15, augment={"mix": {"mixup_alpha": 1.0}})
+
+
+def test_missing_folder_names_path_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(CifarLabError) as err:
+        load_cifar("cifar100", tmp_path / "nowhere", train=True, download=False)
+
+    message = str(err.value)
+    assert str(tmp_path / "nowhere" / "cifar-100-python") in message
+    assert "data.download=true" in message and "\n" not in message
+
+
+def test_rebuilt_copy_fails_the_md5_check_with_a_hint(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
+
+    with pytest.raises(CifarLabError, match="check_integrity=false"):
+        load_cifar("cifar100", tmp_path, train=True, check_integrity=True)
+
+
+def _serve_archive(monkeypatch: pytest.MonkeyPatch, archive: Path) -> list[str]:
+    """Replace only the network fetch of torchvision's downloader with a local file copy."""
+    fetched: list[str] = []
+
+    def fake_urlretrieve(url: str, filename: str, chunk_size: int = 0) -> None:
+        fetched.append(url)
+        shutil.copy(archive, filename)
+
+    monkeypatch.setattr("torchvision.datasets.utils._get_redirect_url", lambda url, max_hops: url)
+    monkeypatch.setattr("torchvision.datasets.utils._urlretrieve", fake_urlretrieve)
+    return fetched
+
+
+def test_download_fetches_and_unpacks_the_archive(tmp_path: Path, monkeypatch) -> None:
+    source = write_cifar(tmp_path / "src", "cifar100", n_train=30, n_test=10)
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-100-python", arcname="cifar-100-python")
+    fetched = _serve_archive(monkeypatch, archive)
+
+    data = load_cifar("cifar100", tmp_path / "root", train=True, download=True, check_integrity=False)
+
+    assert fetched == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
+    assert len(data) == 30
+
+
+def test_download_network_failure_is_one_clear_line(tmp_path: Path, monkeypatch) -> None:
+    def offline(url: str, filename: str, chunk_size: int = 0) -> None:
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.utils._get_redirect_url", lambda url, max_hops: url)
+    monkeypatch.setattr("torchvision.datasets.utils._urlretrieve", offline)
+
+    with pytest.raises(CifarLabError) as err:
+        load_cifar("cifar100", tmp_path, train=True, download=True)
+
+    assert "could not download cifar100" in str(err.value)
+    assert "name resolution" in str(err.value)
+
+
+def test_wrong_num_classes_is_reported(cifar100_root: Path) -> None:
+    dm = CIFARDataModule(
+        root=str(cifar100_root), download=False, check_integrity=False, num_classes=10,
+        num_workers=0, augment={},
+    )
+    with pytest.raises(CifarLabError, match="num_classes=10"):
+        dm.setup("fit")
+
+
+def test_unknown_dataset_name_lists_the_choices(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    with pytest.raises(CifarLabError, match="cifar10"):
+        load_cifar("cifar1000", tmp_path, train=True)

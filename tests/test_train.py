@@ -1,0 +1,183 @@
+"""End-to-end training through Hydra: checkpoints, metrics.json, wandb, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_CONVNET
+
+from cifar_lab.checkpoint import load_checkpoint
+from cifar_lab.errors import CifarLabError
+from cifar_lab.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=convnet", *TINY_CONVNET, "optim=adamw"],
+        ["model=resnet50", "optim=sgd", "data.batch_size=4"],
+        ["model=resnext50", "optim=adoptw", "data.batch_size=4", "model.act_layer=mish"],
+        ["model=resnet101", "optim=adamw", "data.batch_size=4", "trainer.limit_train_batches=1"],
+    ],
+    ids=["convnet", "resnet50", "resnext50", "resnet101"],
+)
+def test_each_model_group_trains_and_leaves_a_checkpoint(train_cfg, overrides) -> None:
+    cfg = train_cfg(*overrides)
+
+    metrics = train(cfg)
+
+    run = Path(cfg.paths.output_dir)
+    assert metrics["status"] == "finished"
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["status"] == "finished"
+    assert 0.0 <= written["test/acc"] <= 1.0 and 0.0 <= written["val/acc_best"] <= 1.0
+    assert written["best_model_path"].endswith("best.ckpt")
+
+
+def test_training_with_mixing_smoothing_and_seed_augment_runs(train_cfg) -> None:
+    cfg = train_cfg(
+        *TINY_CONVNET,
+        "augment=seed",
+        "augment.clahe=true",
+        "+augment.mix={mixup_alpha: 0.8, cutmix_alpha: 1.0}",
+        "loss.label_smoothing=0.1",
+        "trainer.gradient_clip_val=3.0",
+    )
+    assert train(cfg)["status"] == "finished"
+
+
+def test_the_tiny_set_is_learnable(train_cfg, cifar10_root: Path) -> None:
+    """Each class has its own colour: a few epochs must beat chance (10%) by far."""
+    cfg = train_cfg(
+        *TINY_CONVNET,
+        "data=cifar10",
+        "augment=none",
+        "data.val_fraction=0",
+        "trainer.max_epochs=8",
+        "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=null",
+        "trainer.limit_test_batches=null",
+        "model.drop_rate=0",
+        "model.block_drop_rate=0",
+        "optim.optimizer.lr=0.01",
+        "optim.scheduler.warmup_epochs=0",
+        root=cifar10_root,
+    )
+    metrics = train(cfg)
+    assert metrics["val/acc_best"] > 0.3, metrics  # 3x chance
+
+
+def test_checkpoint_carries_config_and_rng(train_cfg) -> None:
+    cfg = train_cfg(*TINY_CONVNET)
+    train(cfg)
+
+    checkpoint = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+    meta = checkpoint["cifar_lab"]
+    assert meta["config"]["model"]["widths"] == [8, 8, 16, 16, 16]
+    assert meta["num_classes"] == 100
+    assert set(checkpoint["rng_states"]) >= {"torch", "numpy", "python"}
+
+
+EVERY_EPOCH = [
+    "+callbacks.every_epoch._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+    "+callbacks.every_epoch.filename='epoch_{epoch:03d}'",
+    "+callbacks.every_epoch.save_top_k=-1",
+    "+callbacks.every_epoch.monitor=step",  # a state key of its own beside best/last
+    "+callbacks.every_epoch.mode=max",
+    "+callbacks.every_epoch.auto_insert_metric_name=false",
+]
+
+
+def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Path) -> None:
+    common = [*TINY_CONVNET, "augment=seed", "trainer.max_epochs=3", "optim.scheduler.warmup_epochs=1"]
+    full_cfg = train_cfg(*common, *EVERY_EPOCH, f"+callbacks.every_epoch.dirpath={tmp_path / 'epochs'}")
+    full = train(full_cfg)
+    after_first_epoch = tmp_path / "epochs" / "epoch_000.ckpt"
+
+    resumed_cfg = train_cfg(*common, f"ckpt_path={after_first_epoch}")
+    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
+    resumed = train(resumed_cfg)
+
+    assert resumed["epochs_completed"] == full["epochs_completed"] == 3
+    assert resumed["global_step"] == full["global_step"] == 9
+    assert resumed["train/lr"] == pytest.approx(full["train/lr"])
+    full_weights = load_checkpoint(full["last_model_path"])["state_dict"]
+    resumed_weights = load_checkpoint(resumed["last_model_path"])["state_dict"]
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, msg=name)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.ckpt"
+    junk.write_text("not a checkpoint")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+
+    with pytest.raises(CifarLabError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(junk)
+    with pytest.raises(CifarLabError, match="not a cifar-lab checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(CifarLabError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_lab.train", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "experiment=smoke",
+        f"data.root={cifar100_root}",
+        "data.check_integrity=false",
+        "data.download=false",
+        "data.num_workers=1",
+        "trainer.limit_train_batches=2",
+        "trainer.max_epochs=1",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = tmp_path.glob("outputs/smoke/runs/*/metrics.json")
+    run = metrics_file.parent
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "finished" and metrics["wandb_id"]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    (wandb_run,) = run.glob(f"wandb/offline-run-*-{metrics['wandb_id']}")
+    assert list(wandb_run.glob("*.wandb"))
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_missing_data_is_one_line_on_stderr(tmp_path: Path) -> None:
+    result = run_cli(f"data.root={tmp_path / 'nowhere'}", "data.download=false", "logger=none", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cifar100 not found")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = run_cli("model=resnext50", "optim=adoptw", "--cfg", "job", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "name: resnext50_32x4d" in result.stdout and "opt: adoptw" in result.stdout
