@@ -36,6 +36,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def checkpoint_wandb_id(path: str | Path) -> str | None:
+def checkpoint_wandb_id(checkpoint: dict[str, Any]) -> str | None:
     """The wandb run id stored in a checkpoint, so a resumed training continues that run."""
-    return load_checkpoint(path)[CHECKPOINT_KEY].get("wandb_id")
+    return checkpoint[CHECKPOINT_KEY].get("wandb_id")
+
+
+def ensure_weights_fit(
+    model: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path
+) -> None:
+    """Raise a one-line error when the checkpoint's weights are not those of `model`'s layout
+    (another backbone, width or number of classes), before Lightning's long key-mismatch dump."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if not (missing or unexpected or reshaped):
+        return
+    trained = checkpoint[CHECKPOINT_KEY].get("config", {}).get("model", {})
+    detail = "; ".join(
+        f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("other shape", reshaped),
+        )
+        if keys
+    )
+    raise CifarLabError(
+        f"checkpoint {path} holds another model than this config builds ({detail}); it was "
+        f"trained with model={trained.get('name', trained.get('_target_'))} "
+        f"num_classes={checkpoint[CHECKPOINT_KEY].get('num_classes')}: use the same model and "
+        f"data overrides as that run"
+    )

@@ -1,4 +1,4 @@
-"""One exception type for problems a user can fix, so entry points print one line, not a traceback."""
+"""One exception type for problems a user can fix: entry points print it as one line."""
 
 
 class CifarLabError(RuntimeError):

@@ -9,7 +9,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 
-def build_loggers(logger_cfg: Mapping[str, Any] | None, resume_wandb_id: str | None = None) -> list[Logger]:
+def build_loggers(
+    logger_cfg: Mapping[str, Any] | None, resume_wandb_id: str | None = None
+) -> list[Logger]:
     """One Lightning logger per entry of `logger_cfg`; a wandb run resumes when its id is known."""
     loggers: list[Logger] = []
     for name, spec in (logger_cfg or {}).items():

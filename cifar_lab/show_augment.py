@@ -36,17 +36,25 @@ def to_display(image: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 def augmentation_grid(cfg: DictConfig) -> Path:
     """Draw the grid for `cfg` and save it to `cfg.output`."""
     data = load_cifar(
-        cfg.data.name, cfg.data.root, cfg.split == "train", cfg.data.download, cfg.data.check_integrity
+        cfg.data.name,
+        cfg.data.root,
+        cfg.split == "train",
+        cfg.data.download,
+        cfg.data.check_integrity,
     )
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
     mean, std = normalization_stats(augment.get("stats", "dataset"), cfg.data.name)
     pipeline = build_train_transform(augment, cfg.data.img_size, mean, std)
     pipeline.set_random_seed(cfg.seed)
-    picks = np.random.default_rng(cfg.seed).choice(len(data), min(cfg.num_images, len(data)), replace=False)
+    picks = np.random.default_rng(cfg.seed).choice(
+        len(data), min(cfg.num_images, len(data)), replace=False
+    )
 
     cols = cfg.num_views + 1
-    fig, axes = plt.subplots(len(picks), cols, figsize=(1.3 * cols, 1.4 * len(picks)), squeeze=False)
-    for row, index in zip(axes, picks):
+    fig, axes = plt.subplots(
+        len(picks), cols, figsize=(1.3 * cols, 1.4 * len(picks)), squeeze=False
+    )
+    for row, index in zip(axes, picks, strict=False):
         image = data.images[index]
         row[0].imshow(image)
         row[0].set_title(data.classes[data.labels[index]], fontsize=7)
@@ -54,7 +62,9 @@ def augmentation_grid(cfg: DictConfig) -> Path:
             ax.imshow(to_display(pipeline(image=image)["image"], mean, std))
         for ax in row:
             ax.axis("off")
-    fig.suptitle(f"augment={cfg.augment.name}: original, then {cfg.num_views} training views", fontsize=9)
+    fig.suptitle(
+        f"augment={cfg.augment.name}: original, then {cfg.num_views} training views", fontsize=9
+    )
     fig.tight_layout()
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)

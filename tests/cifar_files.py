@@ -9,7 +9,15 @@ import numpy as np
 
 LAYOUTS = {
     # name: (folder, train files, test file, label key, meta file, meta key, classes)
-    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", "meta", "fine_label_names", 100),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        "test",
+        "fine_labels",
+        "meta",
+        "fine_label_names",
+        100,
+    ),
     "cifar10": (
         "cifar-10-batches-py",
         [f"data_batch_{i}" for i in range(1, 6)],
@@ -35,7 +43,9 @@ def make_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) 
     return images.reshape(len(labels), 3072)
 
 
-def write_cifar(root: Path, name: str = "cifar100", n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
+def write_cifar(
+    root: Path, name: str = "cifar100", n_train: int = 120, n_test: int = 40, seed: int = 0
+) -> Path:
     """Write `<root>/<folder>/...` pickles with n_train/n_test images; returns `root`."""
     folder, train_files, test_file, label_key, meta_file, meta_key, num_classes = LAYOUTS[name]
     base = Path(root) / folder
@@ -56,7 +66,7 @@ def write_cifar(root: Path, name: str = "cifar100", n_train: int = 120, n_test: 
             pickle.dump(batch, f)
 
     per_file = np.array_split(np.arange(n_train), len(train_files))
-    for file, part in zip(train_files, per_file):
+    for file, part in zip(train_files, per_file, strict=False):
         dump(file, len(part))
     dump(test_file, n_test)
     meta = {meta_key: [f"class_{i:03d}" for i in range(num_classes)]}

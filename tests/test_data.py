@@ -43,8 +43,13 @@ def test_split_is_seeded_and_disjoint() -> None:
 
 def test_datamodule_batches_are_normalised_float_tensors(cifar100_root: Path) -> None:
     dm = CIFARDataModule(
-        root=str(cifar100_root), download=False, check_integrity=False, batch_size=8,
-        num_workers=0, val_fraction=0.2, augment={"crop": {"kind": "random", "pad": 4}},
+        root=str(cifar100_root),
+        download=False,
+        check_integrity=False,
+        batch_size=8,
+        num_workers=0,
+        val_fraction=0.2,
+        augment={"crop": {"kind": "random", "pad": 4}},
     )
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
@@ -58,8 +63,13 @@ def test_datamodule_batches_are_normalised_float_tensors(cifar100_root: Path) ->
 def test_mixing_drops_the_uneven_last_batch(cifar100_root: Path) -> None:
     mix = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
     dm = CIFARDataModule(
-        root=str(cifar100_root), download=False, check_integrity=False, batch_size=14,
-        num_workers=0, val_fraction=0.2, augment={"mix": mix},
+        root=str(cifar100_root),
+        download=False,
+        check_integrity=False,
+        batch_size=14,
+        num_workers=0,
+        val_fraction=0.2,
+        augment={"mix": mix},
     )
     dm.setup("fit")
 
@@ -109,7 +119,9 @@ def test_download_fetches_and_unpacks_the_archive(tmp_path: Path, monkeypatch) -
         tar.add(source / "cifar-100-python", arcname="cifar-100-python")
     fetched = _serve_archive(monkeypatch, archive)
 
-    data = load_cifar("cifar100", tmp_path / "root", train=True, download=True, check_integrity=False)
+    data = load_cifar(
+        "cifar100", tmp_path / "root", train=True, download=True, check_integrity=False
+    )
 
     assert fetched == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
     assert len(data) == 30
@@ -131,8 +143,12 @@ def test_download_network_failure_is_one_clear_line(tmp_path: Path, monkeypatch)
 
 def test_wrong_num_classes_is_reported(cifar100_root: Path) -> None:
     dm = CIFARDataModule(
-        root=str(cifar100_root), download=False, check_integrity=False, num_classes=10,
-        num_workers=0, augment={},
+        root=str(cifar100_root),
+        download=False,
+        check_integrity=False,
+        num_classes=10,
+        num_workers=0,
+        augment={},
     )
     with pytest.raises(CifarLabError, match="num_classes=10"):
         dm.setup("fit")

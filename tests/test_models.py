@@ -64,7 +64,9 @@ def test_resnext_cardinality_and_width_reach_timm() -> None:
 
 
 def test_freeze_backbone_trains_only_the_head() -> None:
-    net = instantiate(compose_train(["model=convnet", *TINY_CONVNET, "model.freeze_backbone=true"]).model)
+    net = instantiate(
+        compose_train(["model=convnet", *TINY_CONVNET, "model.freeze_backbone=true"]).model
+    )
     net.train()
 
     assert not any(p.requires_grad for p in net.backbone.parameters())

@@ -17,7 +17,9 @@ def lr_at(step: int, **kwargs) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-SCHEDULE = dict(total_steps=110, steps_per_epoch=10, warmup_epochs=1, warmup_start_lr=0.001, min_lr=0.0)
+SCHEDULE = dict(
+    total_steps=110, steps_per_epoch=10, warmup_epochs=1, warmup_start_lr=0.001, min_lr=0.0
+)
 
 
 @pytest.mark.parametrize(

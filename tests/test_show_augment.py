@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.image
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.show_augment import augmentation_grid
-from conftest import CONF_DIR
 
 
 def test_preview_writes_a_png_grid(cifar100_root: Path, tmp_path: Path) -> None:

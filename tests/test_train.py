@@ -100,8 +100,15 @@ EVERY_EPOCH = [
 
 
 def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Path) -> None:
-    common = [*TINY_CONVNET, "augment=seed", "trainer.max_epochs=3", "optim.scheduler.warmup_epochs=1"]
-    full_cfg = train_cfg(*common, *EVERY_EPOCH, f"+callbacks.every_epoch.dirpath={tmp_path / 'epochs'}")
+    common = [
+        *TINY_CONVNET,
+        "augment=seed",
+        "trainer.max_epochs=3",
+        "optim.scheduler.warmup_epochs=1",
+    ]
+    full_cfg = train_cfg(
+        *common, *EVERY_EPOCH, f"+callbacks.every_epoch.dirpath={tmp_path / 'epochs'}"
+    )
     full = train(full_cfg)
     after_first_epoch = tmp_path / "epochs" / "epoch_000.ckpt"
 
@@ -136,7 +143,11 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "cifar_lab.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -168,7 +179,9 @@ def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
 
 @pytest.mark.slow
 def test_missing_data_is_one_line_on_stderr(tmp_path: Path) -> None:
-    result = run_cli(f"data.root={tmp_path / 'nowhere'}", "data.download=false", "logger=none", cwd=tmp_path)
+    result = run_cli(
+        f"data.root={tmp_path / 'nowhere'}", "data.download=false", "logger=none", cwd=tmp_path
+    )
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: cifar100 not found")
@@ -181,3 +194,35 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "name: resnext50_32x4d" in result.stdout and "opt: adoptw" in result.stdout
+
+
+def test_resume_continues_the_wandb_run(train_cfg, tmp_path: Path) -> None:
+    first_cfg = train_cfg(*TINY_CONVNET, "logger=wandb", "test=false")
+    first = train(first_cfg)
+
+    resumed_cfg = train_cfg(
+        *TINY_CONVNET,
+        "logger=wandb",
+        "test=false",
+        "trainer.max_epochs=2",
+        f"ckpt_path={first['last_model_path']}",
+    )
+    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
+    resumed = train(resumed_cfg)
+
+    assert first["wandb_id"] and resumed["wandb_id"] == first["wandb_id"]
+    assert list((tmp_path / "resumed" / "wandb").glob(f"offline-run-*-{first['wandb_id']}"))
+
+
+def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Path) -> None:
+    first = train(train_cfg(*TINY_CONVNET, "test=false"))
+
+    other_cfg = train_cfg(
+        "model.widths=[8,8,16,16,32]",
+        "model.head_hidden=16",
+        f"ckpt_path={first['last_model_path']}",
+    )
+    other_cfg.paths.output_dir = str(tmp_path / "other")
+
+    with pytest.raises(CifarLabError, match="holds another model than this config builds"):
+        train(other_cfg)

@@ -65,7 +65,12 @@ def _crop(spec: Mapping[str, Any], img_size: int) -> list[A.BasicTransform]:
     steps: list[A.BasicTransform] = []
     if pad > 0:
         steps.append(
-            _strict(A.PadIfNeeded, min_height=padded, min_width=padded, border_mode=cv2.BORDER_REFLECT_101)
+            _strict(
+                A.PadIfNeeded,
+                min_height=padded,
+                min_width=padded,
+                border_mode=cv2.BORDER_REFLECT_101,
+            )
         )
     if kind == "random":
         steps.append(_strict(A.RandomCrop, height=img_size, width=img_size))
@@ -108,7 +113,9 @@ def _preprocess(augment: Mapping[str, Any], img_size: int) -> list[A.BasicTransf
     """Steps every image gets, train and eval alike: resize to `img_size`, then CLAHE if on."""
     steps: list[A.BasicTransform] = []
     if img_size != 32:
-        steps.append(_strict(A.Resize, height=img_size, width=img_size, interpolation=cv2.INTER_CUBIC))
+        steps.append(
+            _strict(A.Resize, height=img_size, width=img_size, interpolation=cv2.INTER_CUBIC)
+        )
     clahe = augment.get("clahe")
     if clahe:
         spec = dict(clahe) if isinstance(clahe, Mapping) else {}
@@ -124,7 +131,10 @@ def _preprocess(augment: Mapping[str, Any], img_size: int) -> list[A.BasicTransf
 
 
 def _finish(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
-    return [_strict(A.Normalize, mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return [
+        _strict(A.Normalize, mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        ToTensorV2(),
+    ]
 
 
 def build_train_transform(
