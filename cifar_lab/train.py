@@ -18,11 +18,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.checkpoint import checkpoint_wandb_id
+from cifar_lab.checkpoint import checkpoint_wandb_id, ensure_weights_fit, load_checkpoint
 from cifar_lab.cli import exit_on_user_error, write_json
+from cifar_lab.distributed import is_global_zero, launch_ranks_for_this_job, world_size
 from cifar_lab.errors import CifarLabError
 from cifar_lab.loggers import build_loggers, finish_wandb, wandb_run_id
 from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.speed import configure_torch, cudnn_benchmark, split_model_config
 
 log = logging.getLogger("cifar_lab.train")
 
@@ -37,25 +39,31 @@ def resolve_precision(precision: str | int) -> str | int:
     return "32-true"
 
 
-def scaled_lr(cfg: DictConfig) -> float:
-    """The configured lr, times batch/256 when `optim.scale_lr_by_batch` (Goyal et al., 2017)."""
+def scaled_lr(cfg: DictConfig, processes: int = 1) -> float:
+    """The configured lr, times global batch/256 when `optim.scale_lr_by_batch` (Goyal et al.,
+    2017); under DDP the global batch is data.batch_size x processes."""
     lr = float(cfg.optim.optimizer.lr)
     if cfg.optim.get("scale_lr_by_batch"):
-        lr *= cfg.data.batch_size / 256
+        lr *= cfg.data.batch_size * processes / 256
     return lr
 
 
-def build_module(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> CIFARClassifier:
+def build_module(
+    cfg: DictConfig, run_config: dict[str, Any] | None = None, processes: int = 1
+) -> CIFARClassifier:
     """The LightningModule for `cfg`: backbone from `model`, partials from `optim`."""
     scheduler_cfg = cfg.optim.get("scheduler")
+    model_cfg, speed_options = split_model_config(cfg.model)
+    # _convert_="all": plain lists/dicts, so optimizer state (betas) unpickles with weights_only
     return CIFARClassifier(
-        net=instantiate(cfg.model),
-        optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg)),
-        scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
+        net=instantiate(model_cfg, _convert_="all"),
+        optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg, processes), _convert_="all"),
+        scheduler=instantiate(scheduler_cfg, _convert_="all") if scheduler_cfg else None,
         num_classes=cfg.data.num_classes,
         label_smoothing=cfg.loss.label_smoothing,
         mix=OmegaConf.to_container(cfg.augment.mix) if cfg.augment.get("mix") else None,
         run_config=run_config,
+        **speed_options,
     )
 
 
@@ -66,11 +74,14 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
 def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
     """Final metrics plus where the checkpoints are: what `metrics.json` holds."""
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
-    checkpoint = trainer.checkpoint_callback
-    if isinstance(checkpoint, ModelCheckpoint):
-        metrics["best_model_path"] = checkpoint.best_model_path or None
-        metrics["best_model_score"] = checkpoint.best_model_score
-        metrics["last_model_path"] = checkpoint.last_model_path or None
+    for checkpoint in trainer.checkpoint_callbacks:
+        if not isinstance(checkpoint, ModelCheckpoint):
+            continue
+        if checkpoint.monitor:
+            metrics.setdefault("best_model_path", checkpoint.best_model_path or None)
+            metrics.setdefault("best_model_score", checkpoint.best_model_score)
+        else:  # without a monitor, the kept checkpoint is the latest one
+            metrics.setdefault("last_model_path", checkpoint.best_model_path or None)
     metrics["epochs_completed"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
     return metrics
@@ -80,22 +91,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    configure_torch()
     run_config = OmegaConf.to_container(cfg, resolve=True)
     datamodule = instantiate(
         cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
     )
-    module = build_module(cfg, run_config)
-    resume_id = checkpoint_wandb_id(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    resume_id = checkpoint_wandb_id(checkpoint) if checkpoint else None
     loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         precision=resolve_precision(cfg.trainer.precision),
+        benchmark=cudnn_benchmark(cfg.trainer),
         callbacks=build_callbacks(cfg),
         logger=loggers or False,
     )
+    module = build_module(cfg, run_config, processes=world_size(trainer))
+    if checkpoint is not None:
+        ensure_weights_fit(module, checkpoint, cfg.ckpt_path)
+    end_job = launch_ranks_for_this_job(trainer)
     metrics: dict[str, Any] = {"status": "running", "run_dir": str(output_dir)}
     try:
-        module.wandb_id = wandb_run_id(loggers)
+        # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
+        module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
         metrics["wandb_id"] = module.wandb_id
         for logger in loggers:
             logger.log_hyperparams(run_config)
@@ -112,9 +130,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        write_json(output_dir / "metrics.json", metrics)
+        if is_global_zero():
+            write_json(output_dir / "metrics.json", metrics)
+            log.info("metrics written to %s", output_dir / "metrics.json")
         finish_wandb(exit_code=0 if metrics["status"] == "finished" else 1)
-    log.info("metrics written to %s", output_dir / "metrics.json")
+        end_job()
     return metrics
 
 

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models import create_convnet, create_timm_net
+from cifar_lab.speed import split_model_config
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,8 @@ from cifar_lab.models import create_convnet, create_timm_net
     ],
 )
 def test_every_model_group_returns_logits(overrides: list[str]) -> None:
-    net = instantiate(compose_train(overrides).model)
+    factory, _ = split_model_config(compose_train(overrides).model)  # minus channels_last/compile
+    net = instantiate(factory)
     net.eval()
 
     with torch.no_grad():
@@ -64,9 +66,8 @@ def test_resnext_cardinality_and_width_reach_timm() -> None:
 
 
 def test_freeze_backbone_trains_only_the_head() -> None:
-    net = instantiate(
-        compose_train(["model=convnet", *TINY_CONVNET, "model.freeze_backbone=true"]).model
-    )
+    cfg = compose_train(["model=convnet", *TINY_CONVNET, "model.freeze_backbone=true"])
+    net = instantiate(split_model_config(cfg.model)[0])
     net.train()
 
     assert not any(p.requires_grad for p in net.backbone.parameters())

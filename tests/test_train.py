@@ -63,18 +63,18 @@ def test_the_tiny_set_is_learnable(train_cfg, cifar10_root: Path) -> None:
         "data=cifar10",
         "augment=none",
         "data.val_fraction=0",
-        "trainer.max_epochs=8",
+        "trainer.max_epochs=12",
         "trainer.limit_train_batches=null",
         "trainer.limit_val_batches=null",
         "trainer.limit_test_batches=null",
         "model.drop_rate=0",
         "model.block_drop_rate=0",
-        "optim.optimizer.lr=0.01",
+        "optim.optimizer.lr=0.005",
         "optim.scheduler.warmup_epochs=0",
         root=cifar10_root,
     )
     metrics = train(cfg)
-    assert metrics["val/acc_best"] > 0.3, metrics  # 3x chance
+    assert metrics["val/acc_best"] >= 0.4, metrics  # 4x chance (0.7 measured)
 
 
 def test_checkpoint_carries_config_and_rng(train_cfg) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
 
+from cifar_lab.data.batched_augment import from_albumentations, resolve_backend
+from cifar_lab.data.batches import BatchedImages, batch_loader
 from cifar_lab.data.datasets import ImageArrays, load_cifar
 from cifar_lab.data.mixing import mixing_enabled
 from cifar_lab.data.transforms import (
@@ -21,6 +22,7 @@ from cifar_lab.data.transforms import (
     normalization_stats,
 )
 from cifar_lab.errors import CifarLabError
+from cifar_lab.speed import usable_cores
 
 
 class ArrayDataset(Dataset):
@@ -69,7 +71,7 @@ class ReseedingRandomSampler(RandomSampler):
 def resolve_num_workers(num_workers: int | str) -> int:
     """`auto` = one worker per core but one (the main process trains), at most 8."""
     if num_workers == "auto":
-        return max(0, min(8, (os.cpu_count() or 1) - 1))
+        return max(0, min(8, usable_cores() - 1))
     if not isinstance(num_workers, int) or num_workers < 0:
         raise CifarLabError(
             f"data.num_workers={num_workers!r} is invalid; expected 'auto' or an integer >= 0"
@@ -114,6 +116,9 @@ class CIFARDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.augment = dict(augment or {})
+        self.backend = resolve_backend(self.augment)
+        self.train_pipeline: torch.nn.Module | None = None  # batched backend, data on a GPU
+        self.eval_pipeline: torch.nn.Module | None = None
         self.mean, self.std = normalization_stats(self.augment.get("stats", "dataset"), name)
         self.num_workers = resolve_num_workers(num_workers)
         self.root = Path(root).expanduser()
@@ -151,14 +156,51 @@ class CIFARDataModule(L.LightningDataModule):
         self.classes = train.classes
         train_tf = build_train_transform(self.augment, hp.img_size, self.mean, self.std)
         eval_tf = self.eval_transform()
+        if self.backend == "batched":
+            train_tf, eval_tf = self._batched_pipelines(train_tf, eval_tf)
         if hp.val_fraction > 0:
             train_idx, val_idx = split_indices(len(train), hp.val_fraction, hp.seed)
-            self.train_set = ArrayDataset(train.images[train_idx], train.labels[train_idx], train_tf)
-            self.val_set = ArrayDataset(train.images[val_idx], train.labels[val_idx], eval_tf)
+            make = self._dataset
+            self.train_set = make(train.images[train_idx], train.labels[train_idx], train_tf)
+            self.val_set = make(train.images[val_idx], train.labels[val_idx], eval_tf)
         else:
-            self.train_set = ArrayDataset(train.images, train.labels, train_tf)
-            self.val_set = ArrayDataset(test.images, test.labels, eval_tf)
-        self.test_set = ArrayDataset(test.images, test.labels, eval_tf)
+            self.train_set = self._dataset(train.images, train.labels, train_tf)
+            self.val_set = self._dataset(test.images, test.labels, eval_tf)
+        self.test_set = self._dataset(test.images, test.labels, eval_tf)
+
+    # --- batched backend: whole uint8 batches augmented by kornia -------------------------
+    def data_device(self) -> torch.device:
+        """Where the batched backend keeps the images: the trainer's device, else the CPU."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _batched_pipelines(self, train_tf: Callable, eval_tf: Callable) -> tuple[Any, Any]:
+        """kornia versions of both pipelines. On a GPU they run in `on_after_batch_transfer`
+        (the datasets serve raw uint8); on the CPU the datasets run them in the loader workers."""
+        size = self.hparams.img_size
+        train_pipe = from_albumentations(train_tf, size)
+        eval_pipe = from_albumentations(eval_tf, size)
+        if self.data_device().type == "cpu":
+            return train_pipe, eval_pipe
+        self.train_pipeline, self.eval_pipeline = train_pipe, eval_pipe
+        return None, None
+
+    def _dataset(self, images: np.ndarray, labels: np.ndarray, transform: Any) -> Dataset:
+        if self.backend == "batched":
+            return BatchedImages(images, labels, transform, device=self.data_device())
+        return ArrayDataset(images, labels, transform)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Batched backend with the data on a GPU: random augmentation for training batches,
+        resize/CLAHE/normalise only for every other batch; anything not uint8 passes through."""
+        if self.train_pipeline is None or not isinstance(batch, (tuple, list)):
+            return batch
+        images, *rest = batch
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        pipeline = self.train_pipeline if training else self.eval_pipeline
+        return (pipeline(images), *rest)
 
     def eval_transform(self) -> Callable:
         """The deterministic preprocessing of val/test, reused for OOD sets by `predict`."""
@@ -168,6 +210,9 @@ class CIFARDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         hp = self.hparams
         batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        if isinstance(dataset, BatchedImages):
+            drop_last, workers = train and self.drop_last_train, self.num_workers
+            return batch_loader(dataset, batch_size, train, drop_last, workers, seed_worker)
         # Workers are not persistent: each epoch's workers are seeded from the torch RNG,
         # which a checkpoint restores, so a resumed run draws the same augmentations.
         return DataLoader(

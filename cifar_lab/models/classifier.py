@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -16,6 +16,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from cifar_lab import __version__
 from cifar_lab.data.mixing import build_mixup
 from cifar_lab.models.rng import collect_rng_states, set_rng_states
+from cifar_lab.speed import prepare_net, to_memory_format
+
+if TYPE_CHECKING:
+    from cifar_lab.evaluation.tta import TestTimeAugmentation
 
 CHECKPOINT_KEY = "cifar_lab"
 
@@ -45,14 +49,20 @@ class CIFARClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mix: Mapping[str, Any] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        tta: TestTimeAugmentation | None = None,
+        channels_last: bool = False,
+        compile: bool | Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        self.net = net
+        # channels_last/compile change speed only; the state dict keys stay those of `net`.
+        self.net = prepare_net(net, channels_last, compile)
+        self.channels_last = channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
         self.mixup = build_mixup(mix, num_classes, label_smoothing)
         self.soft_loss = SoftTargetCrossEntropy()
         self.run_config = dict(run_config or {})
+        self.tta = tta  # no parameters: checkpoints are the same with or without it
         self.wandb_id: str | None = None
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
@@ -61,7 +71,7 @@ class CIFARClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(to_memory_format(x, self.channels_last))
 
     # --- steps --------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -98,13 +108,17 @@ class CIFARClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        # Already the same on every rank (torchmetrics syncs compute()); sync_dist says so to DDP.
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_loss, self.test_metrics, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class probabilities, averaged over the test-time views when `tta` is set."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if self.tta is not None:
+            return self.tta.predict(self, images)
         return self(images).float().softmax(dim=1)
 
     # --- optimisation -------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The measurements behind `python -m cifar_lab.bench`: input pipelines, training steps, scoring."""

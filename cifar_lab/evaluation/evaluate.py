@@ -1,0 +1,156 @@
+"""Score one kind of image set and write its reports: the clean test split, a labelled
+corruption set (CIFAR-10/100-C) or the unlabelled leaderboard set. Each returns metrics by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cifar_lab.evaluation.ood import CorruptionSet, LeaderboardSet, OODFile
+from cifar_lab.evaluation.plots import plot_confusion, plot_severity_bars, plot_severity_curves
+from cifar_lab.evaluation.reports import (
+    confusion_matrix,
+    corruption_errors,
+    read_severity_table,
+    severity_metrics,
+    severity_summary,
+    submission_rows,
+    write_csv,
+    write_per_class,
+    write_severity_summary,
+    write_severity_table,
+)
+from cifar_lab.evaluation.scoring import Scorer, Scores
+
+
+def evaluate_clean(
+    scorer: Scorer, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], out_dir: Path
+) -> dict[str, float]:
+    """Top-1/top-5 accuracy, per_class_accuracy.csv and confusion_matrix.png."""
+    (scores,) = scorer.score([images])
+    metrics = {"clean/acc": scores.accuracy(labels), "clean/images_per_s": scores.images_per_s}
+    if len(classes) >= 5:
+        metrics["clean/acc_top5"] = scores.accuracy(labels, top_k=5)
+    confusion = confusion_matrix(scores.predictions, labels, len(classes))
+    write_per_class(out_dir / "per_class_accuracy.csv", confusion, classes)
+    title = f"clean test, top-1 {metrics['clean/acc']:.3f}"
+    plot_confusion(out_dir / "confusion_matrix.png", confusion, classes, title)
+    return metrics
+
+
+def score_files(
+    scorer: Scorer, files: Sequence[OODFile], desc: str, progress: bool
+) -> Iterator[tuple[OODFile, list[Scores]]]:
+    """Each file's five severity blocks, one file memory-mapped at a time: its pages are
+    released when the next file opens, which bounds resident memory to about one file."""
+    for file in tqdm(files, desc=desc, unit="file", disable=not progress):
+        images = file.open()
+        scores = scorer.score([images[block] for block in file.severity_slices()])
+        del images
+        yield file, scores
+
+
+@dataclass
+class Throughput:
+    """Images and seconds summed over scored blocks (their probabilities are not kept)."""
+
+    images: int = 0
+    seconds: float = 0.0
+
+    def add(self, scores: Sequence[Scores]) -> None:
+        self.images += sum(len(s.probs) for s in scores)
+        self.seconds += sum(s.seconds for s in scores)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def evaluate_corruptions(
+    scorer: Scorer,
+    ood: CorruptionSet,
+    files: Sequence[OODFile],
+    labels: np.ndarray,
+    out_dir: Path,
+    clean_acc: float | None,
+    progress: bool,
+) -> dict[str, float]:
+    """Accuracy per corruption x severity, the benchmark-15 and all-19 means, mCE against
+    `ood.reference_csv`; ood_accuracy.csv, ood_severity.csv (+ ood_mce.csv) and two plots."""
+    accuracy: dict[str, list[float]] = {}
+    throughput = Throughput()
+    for file, scores in score_files(scorer, files, ood.name, progress):
+        accuracy[file.name] = [
+            s.accuracy(labels[b]) for s, b in zip(scores, file.severity_slices(), strict=True)
+        ]
+        throughput.add(scores)
+    groups = {"benchmark": ood.benchmark, "all": ood.corruptions}
+    summary = severity_summary(accuracy, groups)
+    metrics = severity_metrics("ood/acc", accuracy, summary)
+    metrics.update(
+        {
+            "ood/corruptions": len(accuracy),
+            "ood/benchmark_corruptions": sum(n in accuracy for n in ood.benchmark),
+            "ood/images_per_s": throughput.images_per_s,
+        }
+    )
+    write_severity_table(out_dir / "ood_accuracy.csv", accuracy, groups)
+    write_severity_summary(out_dir / "ood_severity.csv", summary, clean_acc)
+    plot_severity_bars(out_dir / "ood_corruptions.png", accuracy, "top-1 accuracy", clean_acc)
+    plot_severity_curves(out_dir / "ood_severity.png", summary, "top-1 accuracy", clean_acc)
+    if ood.reference_csv is not None:
+        metrics.update(mce_report(accuracy, read_severity_table(ood.reference_csv), ood, out_dir))
+    return metrics
+
+
+def mce_report(
+    accuracy: dict[str, list[float]],
+    reference: dict[str, list[float]],
+    ood: CorruptionSet,
+    out_dir: Path,
+) -> dict[str, float]:
+    """CE per corruption and mCE over the benchmark corruptions both models were scored on."""
+    errors = corruption_errors(accuracy, reference, ood.corruptions)
+    write_csv(out_dir / "ood_mce.csv", ["corruption", "ce"], errors.items())
+    metrics = {f"ood/ce/{name}": ce for name, ce in errors.items()}
+    benchmark = [errors[n] for n in ood.benchmark if n in errors]
+    if benchmark:
+        metrics["ood/mce"] = float(np.mean(benchmark))
+    return metrics
+
+
+def evaluate_leaderboard(
+    scorer: Scorer, ood: LeaderboardSet, files: Sequence[OODFile], out_dir: Path, progress: bool
+) -> dict[str, float]:
+    """submission_ood.csv (`id,label`, file x severity x index order) and, as there are no
+    labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots)."""
+    confidence: dict[str, list[float]] = {}
+    throughput = Throughput()
+
+    def rows() -> Iterator[tuple[str, int]]:
+        for file, scores in score_files(scorer, files, ood.name, progress):
+            confidence[file.name] = [s.confidence for s in scores]
+            throughput.add(scores)
+            yield from submission_rows(file.name, np.concatenate([s.predictions for s in scores]))
+
+    submission = out_dir / "submission_ood.csv"
+    partial = write_csv(submission.with_suffix(".csv.part"), ["id", "label"], rows())
+    partial.replace(submission)  # a submission file only ever holds every row
+    groups = {"all": ood.names}
+    summary = severity_summary(confidence, groups)
+    metrics = severity_metrics("ood/confidence", confidence, summary)
+    metrics.update(
+        {
+            "ood/submission_rows": throughput.images,
+            "ood/images_per_s": throughput.images_per_s,
+        }
+    )
+    write_severity_table(out_dir / "ood_confidence.csv", confidence, groups)
+    plot_severity_bars(out_dir / "ood_confidence.png", confidence, "mean max softmax")
+    plot_severity_curves(out_dir / "ood_confidence_severity.png", summary, "mean max softmax")
+    return metrics

@@ -1,0 +1,231 @@
+"""Corrupted-image sets on disk: the course leaderboard files and CIFAR-10/100-C.
+
+Both layouts hold one uint8 array (5 * n, 32, 32, 3) per corruption, severity-major: images
+[(s - 1) * n, s * n) are severity s (Hendrycks & Dietterich, 2019, "Benchmarking Neural Network
+Robustness to Common Corruptions and Perturbations"). CIFAR-C adds `labels.npy` (the test labels
+repeated per severity); the leaderboard set has no labels, it is scored by submission.
+
+Files are memory-mapped (`np.load(mmap_mode="r")`), so only the pages being scored are read.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+from cifar_lab.errors import CifarLabError
+
+SEVERITIES = 5
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class OODFile:
+    """One corruption: its name (file stem), where it is and how many images per severity."""
+
+    name: str
+    path: Path
+    per_severity: int
+
+    def open(self) -> np.ndarray:
+        """The images, memory-mapped: slicing reads only the pages it touches."""
+        return np.load(self.path, mmap_mode="r")
+
+    def severity_slices(self) -> list[slice]:
+        n = self.per_severity
+        return [slice(s * n, (s + 1) * n) for s in range(SEVERITIES)]
+
+
+def check_images(path: Path) -> OODFile:
+    """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
+    try:
+        images = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        raise CifarLabError(
+            f"OOD file {path} is not a readable .npy array ({str(err).splitlines()[0]}); "
+            f"delete it and download it again"
+        ) from err
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+        raise CifarLabError(
+            f"OOD file {path.name} has shape {images.shape} {images.dtype} but "
+            f"(5*n, {', '.join(map(str, IMAGE_SHAPE))}) uint8 was expected: re-download it or "
+            f"point ood.root at the folder that holds it"
+        )
+    if len(images) == 0 or len(images) % SEVERITIES:
+        raise CifarLabError(
+            f"OOD file {path.name} holds {len(images)} images, not a positive multiple of "
+            f"{SEVERITIES} (one block per severity): the file is truncated, re-download it"
+        )
+    return OODFile(path.stem, path, len(images) // SEVERITIES)
+
+
+def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
+    """labels.npy as int64 (it is 400 kB, so it is read whole), checked against the images."""
+    if not path.is_file():
+        raise CifarLabError(
+            f"{path.name} not found in {path.parent}: CIFAR-C sets need it beside the corruption "
+            f"files; re-extract the archive or set ood.download=true"
+        )
+    labels = np.load(path)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise CifarLabError(
+            f"{path} has shape {labels.shape} {labels.dtype} but a 1-D integer array was "
+            f"expected; re-download the set"
+        )
+    if len(labels) != expected_len:
+        raise CifarLabError(
+            f"{path} has {len(labels)} labels but the corruption files hold {expected_len} "
+            f"images each; labels and images come from different sets, re-download them together"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise CifarLabError(
+            f"labels in {path} range over [{labels.min()}, {labels.max()}] but this set expects "
+            f"{num_classes} classes (0..{num_classes - 1}); use ood=cifar10c for CIFAR-10-C "
+            f"and ood=cifar100c for CIFAR-100-C"
+        )
+    return labels.astype(np.int64)
+
+
+def fetch(url: str, root: Path, filename: str) -> Path:
+    """Download `url` to `root/filename`, via a `.part` file so an interrupted download never
+    looks like a complete one."""
+    part = root / f"{filename}.part"
+    part.unlink(missing_ok=True)  # torchvision would take a leftover file as already fetched
+    try:
+        download_url(url, str(root), part.name)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        part.unlink(missing_ok=True)
+        raise CifarLabError(
+            f"could not download {url} ({err}); check the URL (ood.url) and the network, or "
+            f"fetch {filename} by hand into {root}"
+        ) from err
+    return part.rename(root / filename)
+
+
+class LeaderboardSet:
+    """The course's OOD leaderboard: `distortion00.npy` ... `distortion18.npy`, no labels.
+
+    `url` is the folder URL the files are fetched from, one by one, when `download` is true.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        names: Sequence[str],
+        url: str | None = None,
+        download: bool = False,
+        name: str = "leaderboard",
+    ):
+        self.root, self.names = Path(root).expanduser(), list(names)
+        self.url, self.download, self.name = url, download, name
+
+    def files(self) -> list[OODFile]:
+        """Every listed file, downloaded first if allowed; a submission needs all of them."""
+        missing = [n for n in self.names if not (self.root / f"{n}.npy").is_file()]
+        if missing and self.download:
+            if not self.url:
+                raise CifarLabError(
+                    f"ood.download=true but ood.url is not set; set ood.url to the folder URL "
+                    f"of the course's ood-test files, or copy {missing[0]}.npy ... into {self.root}"
+                )
+            for stem in missing:
+                fetch(f"{self.url.rstrip('/')}/{stem}.npy", self.root, f"{stem}.npy")
+        elif missing:
+            raise CifarLabError(
+                f"leaderboard file {missing[0]}.npy not found in {self.root} ({len(missing)} of "
+                f"{len(self.names)} missing); set ood.download=true to fetch them from "
+                f"{self.url or 'ood.url'}, or point ood.root at the folder that holds them"
+            )
+        return [check_images(self.root / f"{n}.npy") for n in self.names]
+
+
+class CorruptionSet:
+    """CIFAR-10-C / CIFAR-100-C: `{corruption}.npy` (50000, 32, 32, 3) + `labels.npy`.
+
+    `benchmark` are the 15 corruptions papers average over, `extra` the paper's 4 others.
+    Reads whichever of them are present; with `download` and any of them missing,
+    fetches the archive (Zenodo) and unpacks it so the files sit directly in `root`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        benchmark: Sequence[str],
+        extra: Sequence[str],
+        num_classes: int,
+        url: str | None = None,
+        md5: str | None = None,
+        archive_folder: str | None = None,
+        download: bool = False,
+        reference_csv: str | None = None,
+        name: str = "cifar100c",
+    ):
+        self.root, self.name, self.num_classes = Path(root).expanduser(), name, num_classes
+        self.benchmark = list(benchmark)
+        self.corruptions = self.benchmark + [c for c in extra if c not in self.benchmark]
+        self.url, self.md5, self.archive_folder = url, md5, archive_folder
+        self.download = download
+        self.reference_csv = Path(reference_csv).expanduser() if reference_csv else None
+
+    def _present(self) -> list[str]:
+        return [c for c in self.corruptions if (self.root / f"{c}.npy").is_file()]
+
+    def _fetch_archive(self) -> None:
+        if not self.url:
+            raise CifarLabError(
+                f"ood.download=true but ood.url is not set; set it to the {self.name} archive "
+                f"URL or unpack the archive into {self.root} by hand"
+            )
+        try:
+            download_and_extract_archive(
+                self.url, str(self.root), md5=self.md5, remove_finished=True
+            )
+        except (urllib.error.URLError, OSError, RuntimeError) as err:
+            raise CifarLabError(
+                f"could not download {self.url} into {self.root} ({err}); check the network, or "
+                f"download and unpack it by hand so {self.root} holds labels.npy and the "
+                f"corruption .npy files"
+            ) from err
+        # The archive unpacks into `archive_folder/`; move its files up so they sit in root.
+        nested = self.root / (self.archive_folder or "")
+        if self.archive_folder and nested.is_dir():
+            for file in nested.iterdir():
+                file.replace(self.root / file.name)
+            nested.rmdir()
+
+    def files(self) -> list[OODFile]:
+        present = self._present()
+        if self.download and (
+            len(present) < len(self.corruptions) or not self.labels_path.is_file()
+        ):
+            self._fetch_archive()
+            present = self._present()
+        if not present:
+            raise CifarLabError(
+                f"no {self.name} corruption files in {self.root} (expected e.g. "
+                f"{self.corruptions[0]}.npy and labels.npy); set ood.download=true to fetch "
+                f"{self.url}, or point ood.root at the folder that holds them"
+            )
+        files = [check_images(self.root / f"{c}.npy") for c in present]
+        sizes = {f.name: SEVERITIES * f.per_severity for f in files}
+        if len(set(sizes.values())) > 1:
+            raise CifarLabError(
+                f"{self.name} files in {self.root} hold different numbers of images {sizes}; "
+                f"they must all be the same test set, re-download the set"
+            )
+        return files
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.npy"
+
+    def labels(self, files: Sequence[OODFile]) -> np.ndarray:
+        return check_labels(self.labels_path, self.num_classes, SEVERITIES * files[0].per_severity)
+
+
+OODSet = LeaderboardSet | CorruptionSet

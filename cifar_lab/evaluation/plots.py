@@ -1,0 +1,84 @@
+"""PNG figures of an evaluation: confusion matrix, per-corruption bars, severity curves.
+
+Drawn with matplotlib's object API (`Figure`, no pyplot), so no GUI backend or global state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cifar_lab.evaluation.ood import SEVERITIES
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_confusion(
+    path: Path, confusion: np.ndarray, classes: Sequence[str] = (), title: str = "confusion matrix"
+) -> Path:
+    """Rows = true class, normalised to 1, so the diagonal is each class's accuracy; class
+    names on the axes when there are few enough to read (CIFAR-10)."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    rates = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    fig = Figure(figsize=(8, 7))
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    if 0 < len(classes) <= 20:
+        ticks = np.arange(len(classes))
+        ax.set_xticks(ticks, classes, rotation=60, ha="right")
+        ax.set_yticks(ticks, classes)
+    return save(fig, path)
+
+
+def plot_severity_bars(
+    path: Path, table: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+) -> Path:
+    """One group of bars per corruption, one bar per severity; the clean value as a line."""
+    names = list(table)
+    width = 0.8 / SEVERITIES
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4.5))
+    ax = fig.add_subplot()
+    for s in range(SEVERITIES):
+        ax.bar(
+            x + (s - (SEVERITIES - 1) / 2) * width,
+            [table[n][s] for n in names],
+            width,
+            label=f"severity {s + 1}",
+        )
+    if clean is not None:
+        ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean")
+    ax.set_xticks(x, names, rotation=60, ha="right")
+    ax.set(ylabel=ylabel, ylim=(0, 1))
+    ax.legend(fontsize="small", ncols=3)
+    return save(fig, path)
+
+
+def plot_severity_curves(
+    path: Path, curves: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+) -> Path:
+    """Value against severity for each curve, starting from the clean value at severity 0."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    for name, values in curves.items():
+        xs, ys = list(range(1, SEVERITIES + 1)), list(values)
+        if clean is not None:
+            xs, ys = [0, *xs], [clean, *ys]
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set(
+        xlabel="severity (0 = clean)" if clean is not None else "severity",
+        ylabel=ylabel,
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return save(fig, path)

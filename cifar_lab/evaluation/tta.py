@@ -1,0 +1,115 @@
+"""Test-time augmentation: average the softmax over flipped and shifted copies of each image.
+
+Flip x small-translation TTA is the CIFAR recipe of airbench (Jordan, 2024) and of the course
+reference (Moore neighbourhood at distances 1 and 2 = 16 shifted views). All views of a batch
+go through the network as one batch of size views x batch, so TTA costs one forward pass.
+
+Hand-written rather than taken from `ttach`: that library loops one forward per view and has no
+neighbourhood shifts; the view generator here is a few tensor slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cifar_lab.errors import CifarLabError
+
+# Unit steps (dy, dx) of the two grid neighbourhoods, scaled by each distance.
+NEIGHBOURHOODS: dict[str, tuple[tuple[int, int], ...]] = {
+    "moore": ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
+    "neumann": ((-1, 0), (0, -1), (0, 1), (1, 0)),
+}
+# How pixels shifted in from outside the image are filled: `reflect` mirrors the border (as the
+# training crop's reflect padding does), `zeros` fills with 0 after normalisation (the dataset
+# mean colour), `roll` wraps the opposite edge around (torch.roll).
+PADDINGS = ("reflect", "zeros", "roll")
+
+View = tuple[bool, tuple[int, int]]  # (horizontal flip, (dy, dx) shift)
+
+
+def shift_offsets(pattern: str | None, distances: Sequence[int]) -> list[tuple[int, int]]:
+    """(dy, dx) offsets of `pattern` at each distance: moore = 8 per distance, neumann = 4."""
+    if pattern is None:
+        return []
+    if pattern not in NEIGHBOURHOODS:
+        raise CifarLabError(
+            f"tta.pattern={pattern!r} is unknown; expected one of {sorted(NEIGHBOURHOODS)} or null"
+        )
+    if not distances or any(int(d) < 1 for d in distances):
+        raise CifarLabError(
+            f"tta.distances={list(distances)} is invalid; expected a non-empty list of integers "
+            f">= 1, e.g. [1, 2]"
+        )
+    return [(int(d) * dy, int(d) * dx) for d in distances for dy, dx in NEIGHBOURHOODS[pattern]]
+
+
+def shift(images: torch.Tensor, dy: int, dx: int, padding: str = "reflect") -> torch.Tensor:
+    """Move the content of (N, C, H, W) `images` down by `dy` and right by `dx` pixels:
+    out[..., i, j] = images[..., i - dy, j - dx], filled at the border as `padding` says."""
+    if padding == "roll":
+        return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return images
+    mode = "reflect" if padding == "reflect" else "constant"
+    padded = F.pad(images, (pad, pad, pad, pad), mode=mode)
+    height, width = images.shape[-2:]
+    return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
+class TestTimeAugmentation:
+    """The views of one TTA setting and the averaged prediction over them.
+
+    `flip` adds horizontally flipped copies, `pattern`/`distances` add shifted copies
+    (`flip` and a pattern together give every flip x shift pair); `include_identity` adds the
+    unmodified image when the other views do not contain it. No flip and no pattern = no TTA.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(
+        self,
+        name: str = "none",
+        flip: bool = False,
+        pattern: str | None = None,
+        distances: Sequence[int] = (),
+        padding: str = "reflect",
+        include_identity: bool = False,
+    ):
+        if padding not in PADDINGS:
+            raise CifarLabError(f"tta.padding={padding!r} is unknown; expected one of {PADDINGS}")
+        self.name, self.padding = name, padding
+        offsets = shift_offsets(pattern, distances) or [(0, 0)]
+        flips = (False, True) if flip else (False,)
+        self.view_specs: list[View] = [(f, offset) for f in flips for offset in offsets]
+        identity: View = (False, (0, 0))
+        if include_identity and identity not in self.view_specs:
+            self.view_specs.insert(0, identity)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.view_specs)
+
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """(views x N, C, H, W): view-major, so row v*N + i is view v of image i."""
+        flipped = images.flip(-1) if any(f for f, _ in self.view_specs) else None
+        return torch.cat(
+            [
+                shift(flipped if f else images, dy, dx, self.padding)
+                for f, (dy, dx) in self.view_specs
+            ]
+        )
+
+    def predict(
+        self, model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
+    ) -> torch.Tensor:
+        """Class probabilities of `images`: the softmax of every view, averaged per image."""
+        probs = model(self.views(images)).float().softmax(dim=1)
+        return probs.view(self.num_views, len(images), -1).mean(dim=0)
+
+    def __repr__(self) -> str:
+        views, padding = self.num_views, self.padding
+        return f"TestTimeAugmentation(name={self.name!r}, {views=}, {padding=})"

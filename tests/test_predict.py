@@ -1,0 +1,277 @@
+"""`predict` end to end on a smoke checkpoint and tiny OOD files in both layouts: every output,
+the submission format, clean == OOD for a copy of the test set, hand-computed accuracies, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import CONF_DIR, TINY_CONVNET
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
+from torch import nn
+
+from cifar_lab.checkpoint import load_checkpoint
+from cifar_lab.data.datasets import load_cifar
+from cifar_lab.data.transforms import NORMALIZATION_STATS, build_eval_transform
+from cifar_lab.errors import CifarLabError
+from cifar_lab.evaluation.evaluate import evaluate_corruptions, score_files
+from cifar_lab.evaluation.ood import CorruptionSet
+from cifar_lab.evaluation.scoring import Scorer
+from cifar_lab.evaluation.tta import TestTimeAugmentation
+from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.predict import build_ood, build_scorer, predict, run_config
+from cifar_lab.train import train
+
+_SMOKE: dict[str, Path] = {}
+
+
+@pytest.fixture
+def smoke_ckpt(train_cfg) -> Path:
+    """A checkpoint of `experiment=smoke` (tiny ConvNet) trained once per session; pytest
+    keeps the first test's tmp_path, which holds it, until the session ends."""
+    if "best" not in _SMOKE:
+        metrics = train(train_cfg("experiment=smoke", *TINY_CONVNET, "logger=none"))
+        _SMOKE["best"] = Path(metrics["best_model_path"])
+    return _SMOKE["best"]
+
+
+def predict_cfg(ckpt: Path, out_dir: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "predict",
+            overrides=[
+                f"ckpt={ckpt}",
+                f"paths.output_dir={out_dir}",
+                "trainer.enable_progress_bar=false",
+                "data.num_workers=0",
+                *overrides,
+            ],
+        )
+
+
+def clean_test(cifar100_root: Path):
+    return load_cifar("cifar100", cifar100_root, False, False, False)
+
+
+def copy_of_test_set(
+    root: Path, cifar100_root: Path, labels: np.ndarray | None = None, noise: bool = True
+) -> Path:
+    """CIFAR-C layout: `fog` = the clean test images repeated per severity, `snow` noise."""
+    test = clean_test(cifar100_root)
+    tiled = np.tile(test.images, (5, 1, 1, 1))
+    images = {"fog": tiled, "snow": random_images(len(tiled))} if noise else {"fog": tiled}
+    return write_corruption_set(root, images, np.tile(test.labels if labels is None else labels, 5))
+
+
+# --- what predict writes ------------------------------------------------------------------
+def test_cifar100c_run_writes_metrics_class_report_and_corruption_report(
+    smoke_ckpt, cifar100_root, tmp_path
+):
+    ood_root = copy_of_test_set(tmp_path / "c100", cifar100_root)
+    reference = tmp_path / "reference.csv"
+    reference.write_text(
+        "corruption,group,severity_1,severity_2,severity_3,severity_4,severity_5,mean\n"
+        "fog,benchmark,0.5,0.5,0.5,0.5,0.5,0.5\nsnow,benchmark,0.2,0.2,0.2,0.2,0.2,0.2\n"
+    )
+    out = tmp_path / "out"
+
+    metrics = predict(
+        predict_cfg(
+            smoke_ckpt,
+            out,
+            "ood=cifar100c",
+            f"ood.root={ood_root}",
+            f"ood.reference_csv={reference}",
+        )
+    )
+
+    assert metrics["status"] == "finished"
+    assert json.loads((out / "metrics.json").read_text())["clean/acc"] == metrics["clean/acc"]
+    for name in ["per_class_accuracy.csv", "confusion_matrix.png", "ood_accuracy.csv"]:
+        assert (out / name).stat().st_size > 0, name
+    for name in ["ood_severity.csv", "ood_corruptions.png", "ood_severity.png", "ood_mce.csv"]:
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "per_class_accuracy.csv") as f:
+        per_class = list(csv.DictReader(f))
+    assert len(per_class) == 100 and sum(int(r["total"]) for r in per_class) == 100
+    assert 0 <= metrics["clean/acc"] <= metrics["clean/acc_top5"] <= 1
+    for corruption in ("fog", "snow"):
+        assert {f"ood/acc/{corruption}/{s}" for s in range(1, 6)} <= metrics.keys()
+    snow_error = sum(1 - metrics[f"ood/acc/snow/{s}"] for s in range(1, 6))
+    assert metrics["ood/ce/snow"] == pytest.approx(snow_error / 4.0)
+    assert metrics["ood/mce"] == pytest.approx((metrics["ood/ce/fog"] + metrics["ood/ce/snow"]) / 2)
+    assert metrics["ood/acc/mean_benchmark"] == pytest.approx(
+        (metrics["ood/acc/fog/mean"] + metrics["ood/acc/snow/mean"]) / 2
+    )
+
+
+@pytest.mark.parametrize("tta", ["none", "shift"])
+def test_a_corruption_file_copying_the_test_set_scores_the_clean_accuracy(
+    smoke_ckpt, cifar100_root, tmp_path, tta
+):
+    ood_root = copy_of_test_set(tmp_path / "c100", cifar100_root, noise=False)
+
+    metrics = predict(
+        predict_cfg(
+            smoke_ckpt, tmp_path / "out", f"tta={tta}", "ood=cifar100c", f"ood.root={ood_root}"
+        )
+    )
+
+    assert [metrics[f"ood/acc/fog/{s}"] for s in range(1, 6)] == [metrics["clean/acc"]] * 5
+    assert metrics["tta/views"] == (16 if tta == "shift" else 1)
+
+
+def test_clean_and_ood_paths_give_every_image_the_same_tta_probabilities(
+    smoke_ckpt, cifar100_root, tmp_path
+):
+    # Stronger than equal accuracy (the tiny smoke model predicts one class for everything):
+    # the softmax of every image, through the clean path and through a memory-mapped OOD file.
+    ood_root = copy_of_test_set(tmp_path / "c100", cifar100_root, noise=False)
+    cfg = predict_cfg(smoke_ckpt, tmp_path, "tta=shift", "ood=cifar100c", f"ood.root={ood_root}")
+    scorer, _ = build_scorer(cfg, load_checkpoint(smoke_ckpt))
+
+    (clean,) = scorer.score([clean_test(cifar100_root).images])
+    ((_, severities),) = list(score_files(scorer, build_ood(cfg).files(), "fog", progress=False))
+
+    assert clean.probs.std(dim=0).max() > 0  # images really get different outputs
+    for scores in severities:
+        assert torch.equal(scores.probs, clean.probs)
+
+
+def test_leaderboard_submission_lists_every_image_in_file_severity_index_order(
+    smoke_ckpt, tmp_path
+):
+    ood_root = write_leaderboard(tmp_path / "ood-test", per_severity=2)
+    out = tmp_path / "out"
+
+    metrics = predict(
+        predict_cfg(smoke_ckpt, out, "tta=shift", "ood=leaderboard", f"ood.root={ood_root}")
+    )
+
+    with open(out / "submission_ood.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    expected_ids = [
+        f"{n}_{s}_{i}" for n in LEADERBOARD_NAMES for s in range(1, 6) for i in range(2)
+    ]
+    assert rows[0] == ["id", "label"]
+    assert [r[0] for r in rows[1:]] == expected_ids  # 19 x 5 x n rows
+    assert all(0 <= int(r[1]) < 100 for r in rows[1:])
+    assert metrics["tta/views"] == 16 and metrics["ood/submission_rows"] == 190
+    for name in ["ood_confidence.csv", "ood_confidence.png", "ood_confidence_severity.png"]:
+        assert (out / name).stat().st_size > 0, name
+    assert (
+        "ood/confidence/distortion18/5" in metrics
+        and not (out / "submission_ood.csv.part").exists()
+    )
+
+
+# --- accuracy arithmetic with a model whose answers are known -------------------------------
+class CodeReader(nn.Module):
+    """Predicts the class written (as a 0-255 value) at pixel (16, 16) of channel 0."""
+
+    def __init__(self, mean: float, std: float, num_classes: int = 100):
+        super().__init__()
+        self.mean, self.std, self.num_classes = mean, std, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value = ((x[:, 0, 16, 16] * self.std + self.mean) * 255).round().long()
+        return nn.functional.one_hot(value % self.num_classes, self.num_classes).float() * 50
+
+
+@pytest.mark.parametrize("tta", [None, TestTimeAugmentation(pattern="moore", distances=[1, 2])])
+def test_per_corruption_accuracy_equals_the_hand_computed_one(tmp_path, tta):
+    rng = np.random.default_rng(0)
+    n, labels = 30, np.arange(150) % 100
+    images = {}
+    for name in ("fog", "saturate"):
+        codes = np.where(rng.random(150) < rng.random(), labels, (labels + 1) % 100)
+        array = random_images(150, seed=len(name))
+        array[:, 14:19, 14:19, 0] = codes[:, None, None]  # every shifted view reads the code
+        images[name] = array
+    root = write_corruption_set(tmp_path, images, labels)
+    mean, std = NORMALIZATION_STATS["cifar100"]
+    module = CIFARClassifier(net=CodeReader(mean[0], std[0]), optimizer=torch.optim.SGD, tta=tta)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    scorer = Scorer(module, build_eval_transform({}, 32, mean, std), trainer, batch_size=16)
+    ood = CorruptionSet(str(root), benchmark=["fog"], extra=["saturate"], num_classes=100)
+    files = ood.files()
+
+    metrics = evaluate_corruptions(scorer, ood, files, ood.labels(files), tmp_path, None, False)
+
+    for name, array in images.items():
+        for s in range(5):
+            block = slice(s * n, (s + 1) * n)
+            expected = np.mean(array[block, 16, 16, 0] == labels[block])
+            assert metrics[f"ood/acc/{name}/{s + 1}"] == expected
+    assert metrics["ood/acc/mean_benchmark"] == pytest.approx(metrics["ood/acc/fog/mean"])
+    assert metrics["ood/acc/mean_all"] == pytest.approx(
+        np.mean([metrics["ood/acc/fog/mean"], metrics["ood/acc/saturate/mean"]])
+    )
+
+
+# --- the config it rebuilds ---------------------------------------------------------------
+def test_predict_overrides_win_over_the_checkpoints_config(smoke_ckpt, tmp_path):
+    checkpoint = load_checkpoint(smoke_ckpt)
+    stored = checkpoint["cifar_lab"]["config"]["data"]
+
+    merged = run_config(
+        checkpoint, predict_cfg(smoke_ckpt, tmp_path, "data.root=/elsewhere", "data.batch_size=7")
+    )
+
+    assert merged.data.root == "/elsewhere" and merged.data.batch_size == 7
+    assert merged.data.name == stored["name"] and merged.model.widths == [8, 8, 16, 16, 16]
+
+
+# --- errors -------------------------------------------------------------------------------
+def test_checkpoint_of_another_project_is_refused(tmp_path):
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "epoch": 3}, other)
+
+    with pytest.raises(CifarLabError, match="not a cifar-lab checkpoint"):
+        predict(predict_cfg(other, tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_cifar100_checkpoint_is_refused_on_cifar10c(smoke_ckpt, tmp_path):
+    with pytest.raises(CifarLabError, match="predicts 100 classes but ood=cifar10c has 10"):
+        predict(predict_cfg(smoke_ckpt, tmp_path / "out", "ood=cifar10c", f"ood.root={tmp_path}"))
+
+
+def test_cifar100_checkpoint_is_refused_on_cifar10_test_data(smoke_ckpt, cifar10_root, tmp_path):
+    cfg = predict_cfg(
+        smoke_ckpt, tmp_path / "out", f"data.root={cifar10_root}", "+data.name=cifar10"
+    )
+
+    with pytest.raises(CifarLabError, match="predicts 100 classes but cifar10 in .* has 10"):
+        predict(cfg)
+
+
+@pytest.mark.slow
+def test_command_line_prints_a_missing_ood_file_as_one_line(smoke_ckpt, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_lab.predict",
+            f"ckpt={smoke_ckpt}",
+            "ood=leaderboard",
+            f"ood.root={tmp_path / 'nothing'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "distortion00.npy not found in" in errors[0]
