@@ -1,8 +1,8 @@
 """`python -m cifar_lab.train`: compose the Hydra config, fit, test, write metrics.json.
 
-    python -m cifar_lab.train model=resnext50 optim=adoptw
-    python -m cifar_lab.train experiment=smoke data.root=/data/cifar
-    python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
+python -m cifar_lab.train model=resnext50 optim=adoptw
+python -m cifar_lab.train experiment=smoke data.root=/data/cifar
+python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("test"):
             best = metrics.get("best_model_path")
             trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+            metrics.update(
+                {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            )
         metrics["status"] = "finished"
     except BaseException as err:
         metrics.update(status="failed", error=f"{type(err).__name__}: {err}")

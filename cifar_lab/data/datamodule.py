@@ -43,7 +43,9 @@ class ArrayDataset(Dataset):
         image = self.images[index]
         if self.transform is not None:
             return self.transform(image=image)["image"], int(self.labels[index])
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(self.labels[index])
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(
+            self.labels[index]
+        )
 
 
 def seed_worker(worker_id: int) -> None:

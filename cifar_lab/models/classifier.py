@@ -79,7 +79,9 @@ class CIFARClassifier(L.LightningModule):
         if self.trainer.ckpt_path is None:
             self.val_acc_best.reset()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         images, labels = batch
         if self.mixup is not None:
             images, soft_targets = self.mixup(images, labels)
