@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
 from cifar_lab.errors import CifarLabError
@@ -29,10 +30,12 @@ def exit_on_user_error() -> Iterator[None]:
     a failed job instead, so the other jobs still run."""
     try:
         yield
-    except CifarLabError as err:
-        if in_multirun():
+    except (CifarLabError, InstantiationException) as err:
+        # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
+        user_error = err if isinstance(err, CifarLabError) else err.__cause__
+        if in_multirun() or not isinstance(user_error, CifarLabError):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +30,17 @@ def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar10"), "cifar10", n_train=100, n_test=40)
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: int = 400
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in a fresh process (the real command line), wandb offline."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def compose_train(overrides: list[str] | None = None) -> DictConfig:

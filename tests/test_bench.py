@@ -4,13 +4,10 @@ scripts read (tiny settings: the figures themselves are not checked)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, TINY_CONVNET
+from conftest import CONF_DIR, TINY_CONVNET, run_module
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.bench import run_bench
@@ -99,16 +96,7 @@ def test_an_unknown_section_names_the_choices(cifar100_root: Path, tmp_path: Pat
 def test_the_command_prints_the_json_it_writes(cifar100_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(cifar100_root, run_dir) + ["bench=train", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-
-    done = subprocess.run(
-        [sys.executable, "-m", "cifar_lab.bench", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_module("cifar_lab.bench", *overrides, cwd=REPO, timeout=300)
 
     assert done.returncode == 0, done.stderr[-2000:]
     written = json.loads((run_dir / "bench.json").read_text())

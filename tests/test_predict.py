@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TINY_CONVNET
+from conftest import CONF_DIR, TINY_CONVNET, run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
@@ -257,18 +255,13 @@ def test_cifar100_checkpoint_is_refused_on_cifar10_test_data(smoke_ckpt, cifar10
 
 @pytest.mark.slow
 def test_command_line_prints_a_missing_ood_file_as_one_line(smoke_ckpt, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_lab.predict",
+    result = run_module(
+        "cifar_lab.predict",
             f"ckpt={smoke_ckpt}",
             "ood=leaderboard",
             f"ood.root={tmp_path / 'nothing'}",
             f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
+        cwd=tmp_path,
         timeout=300,
     )
 

@@ -4,16 +4,14 @@ and continues, and the launcher configs."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import CONF_DIR, TINY_CONVNET
+from conftest import CONF_DIR, TINY_CONVNET, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -51,11 +49,7 @@ def compose_with_hydra(overrides: list[str]) -> DictConfig:
 
 def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m cifar_lab.train ARGS` in a fresh process, wandb offline."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "cifar_lab.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+    return run_module("cifar_lab.train", *args, cwd=cwd)
 
 
 def run_sweep(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET
+from conftest import TINY_CONVNET, run_module
 
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
@@ -140,15 +138,7 @@ def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "cifar_lab.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("cifar_lab.train", *args, cwd=cwd)
 
 
 @pytest.mark.slow
@@ -226,3 +216,12 @@ def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Pat
 
     with pytest.raises(CifarLabError, match="holds another model than this config builds"):
         train(other_cfg)
+
+
+@pytest.mark.slow
+def test_a_bad_setting_caught_while_building_an_object_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("data.batch_size=15", "+augment.mix={mixup_alpha: 1.0}", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.batch_size=15 is odd")
+    assert "Traceback" not in result.stderr
