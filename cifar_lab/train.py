@@ -8,19 +8,26 @@ python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.checkpoint import checkpoint_wandb_id, ensure_weights_fit, load_checkpoint
 from cifar_lab.cli import exit_on_user_error, write_json
-from cifar_lab.distributed import is_global_zero, launch_ranks_for_this_job, world_size
+from cifar_lab.distributed import (
+    end_process_group,
+    is_global_zero,
+    launch_ranks_for_this_job,
+    world_size,
+)
 from cifar_lab.errors import CifarLabError
 from cifar_lab.loggers import build_loggers, finish_wandb, wandb_run_id
 from cifar_lab.models.classifier import CIFARClassifier
@@ -88,30 +95,35 @@ def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json."""
+    """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json.
+
+    metrics.json is written whatever happens, with `status` finished or failed (and the error),
+    so a sweep report can tell a failed job from one still running.
+    """
     output_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-    configure_torch()
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = instantiate(
-        cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
-    )
-    checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    resume_id = checkpoint_wandb_id(checkpoint) if checkpoint else None
-    loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        precision=resolve_precision(cfg.trainer.precision),
-        benchmark=cudnn_benchmark(cfg.trainer),
-        callbacks=build_callbacks(cfg),
-        logger=loggers or False,
-    )
-    module = build_module(cfg, run_config, processes=world_size(trainer))
-    if checkpoint is not None:
-        ensure_weights_fit(module, checkpoint, cfg.ckpt_path)
-    end_job = launch_ranks_for_this_job(trainer)
     metrics: dict[str, Any] = {"status": "running", "run_dir": str(output_dir)}
+    end_job: Callable[[], None] = end_process_group
     try:
+        L.seed_everything(cfg.seed, workers=True)
+        configure_torch()
+        run_config = OmegaConf.to_container(cfg, resolve=True)
+        datamodule = instantiate(
+            cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
+        )
+        checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+        resume_id = checkpoint_wandb_id(checkpoint) if checkpoint else None
+        loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer,
+            precision=resolve_precision(cfg.trainer.precision),
+            benchmark=cudnn_benchmark(cfg.trainer),
+            callbacks=build_callbacks(cfg),
+            logger=loggers or False,
+        )
+        module = build_module(cfg, run_config, processes=world_size(trainer))
+        if checkpoint is not None:
+            ensure_weights_fit(module, checkpoint, cfg.ckpt_path)
+        end_job = launch_ranks_for_this_job(trainer)
         # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
         module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
         metrics["wandb_id"] = module.wandb_id
@@ -129,7 +141,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
         metrics["status"] = "finished"
     except BaseException as err:
-        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
         raise
     finally:
         if is_global_zero():

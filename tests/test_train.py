@@ -225,3 +225,14 @@ def test_a_bad_setting_caught_while_building_an_object_is_one_line(tmp_path: Pat
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: data.batch_size=15 is odd")
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_that_fails_early_still_writes_a_failed_metrics_json(train_cfg) -> None:
+    cfg = train_cfg(*TINY_CONVNET, "data.batch_size=15", "+augment.mix={mixup_alpha: 1.0}")
+
+    with pytest.raises(Exception, match="batch_size=15 is odd"):
+        train(cfg)
+
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written["status"] == "failed"
+    assert written["error"].startswith("CifarLabError: data.batch_size=15 is odd")
