@@ -14,10 +14,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from cifar_lab.errors import CifarLabError
 
 log = logging.getLogger("cifar_lab")
+
+# Lightning's own "bad setting" error (e.g. trainer=gpu on a machine without one) is one too.
+USER_ERRORS = (CifarLabError, MisconfigurationException)
 
 
 def in_multirun() -> bool:
@@ -30,12 +34,15 @@ def exit_on_user_error() -> Iterator[None]:
     a failed job instead, so the other jobs still run."""
     try:
         yield
-    except (CifarLabError, InstantiationException) as err:
+    except (CifarLabError, MisconfigurationException, InstantiationException) as err:
         # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
-        user_error = err if isinstance(err, CifarLabError) else err.__cause__
-        if in_multirun() or not isinstance(user_error, CifarLabError):
+        user_error = err.__cause__ if isinstance(err, InstantiationException) else err
+        if in_multirun() or not isinstance(user_error, USER_ERRORS):
             raise
-        print(f"error: {user_error}", file=sys.stderr)
+        hint = ""
+        if isinstance(user_error, MisconfigurationException):
+            hint = "; check the trainer settings (trainer=cpu runs without a GPU)"
+        print(f"error: {user_error}{hint}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

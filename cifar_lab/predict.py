@@ -12,7 +12,6 @@ per-class CSV, the confusion matrix and the OOD set's CSVs/plots into the run di
 from __future__ import annotations
 
 import logging
-import resource
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lab.benchmarks.timing import peak_rss_mib
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.cli import exit_on_user_error, write_json
 from cifar_lab.data.datamodule import CIFARDataModule
@@ -31,7 +31,7 @@ from cifar_lab.evaluation.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.evaluation.scoring import Scorer
 from cifar_lab.evaluation.tta import TestTimeAugmentation
 from cifar_lab.models.classifier import CHECKPOINT_KEY, CIFARClassifier
-from cifar_lab.train import build_module, resolve_precision
+from cifar_lab.train import build_datamodule, build_module, resolve_precision
 
 log = logging.getLogger("cifar_lab.predict")
 
@@ -40,7 +40,8 @@ OVERRIDABLE = ("data", "model", "augment")
 
 def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
     """The checkpoint's training config with this run's non-null `data`/`model`/`augment` keys
-    on top; pretrained weights are switched off (the checkpoint holds the trained ones)."""
+    on top; pretrained weights are switched off (the checkpoint holds the trained ones), and so
+    is torch.compile unless asked for here."""
     stored = checkpoint[CHECKPOINT_KEY].get("config") or {}
     missing = [group for group in OVERRIDABLE if group not in stored]
     if missing:
@@ -56,6 +57,9 @@ def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
         )
     if "pretrained" in merged.model:
         merged.model.pretrained = False
+    if merged.model.get("compile") and "compile" not in (cfg.get("model") or {}):
+        # scoring is short and TTA changes the batch shape: compiling would cost more than it saves
+        merged.model.compile = False
     return merged
 
 
@@ -89,19 +93,12 @@ def check_classes(ckpt: str, ckpt_classes: int, data_classes: int, what: str) ->
         )
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process. Loader workers (`data.num_workers` > 0) are
-    separate processes; `RUSAGE_CHILDREN` would also count helper processes forked by imports."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def build_scorer(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[Scorer, CIFARDataModule]:
     """The scorer `predict` uses (model, TTA, eval preprocessing, Trainer) and the datamodule
     it takes the preprocessing and loader settings from."""
     run_cfg = run_config(checkpoint, cfg)
     module = build_eval_module(checkpoint, run_cfg, instantiate(cfg.tta), cfg.ckpt)
-    augment = OmegaConf.to_container(run_cfg.augment, resolve=True)
-    datamodule: CIFARDataModule = instantiate(run_cfg.data, augment=augment, _convert_="all")
+    datamodule: CIFARDataModule = build_datamodule(run_cfg)
     precision = resolve_precision(cfg.trainer.precision)
     trainer: L.Trainer = instantiate(cfg.trainer, precision=precision)
     hp = datamodule.hparams

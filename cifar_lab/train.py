@@ -74,6 +74,12 @@ def build_module(
     )
 
 
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The `data` config's datamodule, with the `augment` config as plain dicts."""
+    augment = OmegaConf.to_container(cfg.augment, resolve=True)
+    return instantiate(cfg.data, augment=augment, _convert_="all")
+
+
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
 
@@ -107,9 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         configure_torch()
         run_config = OmegaConf.to_container(cfg, resolve=True)
-        datamodule = instantiate(
-            cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
-        )
+        datamodule = build_datamodule(cfg)
         checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
         resume_id = checkpoint_wandb_id(checkpoint) if checkpoint else None
         loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)

@@ -121,3 +121,18 @@ def test_unknown_timm_name_and_stem_are_errors() -> None:
         create_timm_net("resnet5O")
     with pytest.raises(CifarLabError, match="stem='cifar10'"):
         create_timm_net("resnet18", stem="cifar10")
+
+
+def test_generic_timm_needs_a_name_and_takes_tagged_names() -> None:
+    name = compose_train(["model=timm"]).model.name
+    with pytest.raises(CifarLabError, match="model.name=<timm model>"):
+        create_timm_net(name)
+
+    net = create_timm_net("resnet18.a1_in1k", stem="imagenet")
+
+    assert net.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+
+
+def test_a_linear_probe_on_a_new_cifar_stem_is_refused() -> None:
+    with pytest.raises(CifarLabError, match="model.stem=imagenet"):
+        create_timm_net("resnet18", stem="cifar", freeze_backbone=True)

@@ -1,34 +1,41 @@
-"""The augmentation preview writes a grid of the requested size."""
+"""The augmentation preview writes a grid that shows what the pipeline does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.show_augment import augmentation_grid
 
 
-def test_preview_writes_a_png_grid(cifar100_root: Path, tmp_path: Path) -> None:
+def preview(augment: str, root: Path, output: Path) -> np.ndarray:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "show_augment",
             overrides=[
-                "augment=seed",
-                f"data.root={cifar100_root}",
+                f"augment={augment}",
+                f"data.root={root}",
                 "data.check_integrity=false",
                 "data.download=false",
                 "num_images=3",
                 "num_views=4",
-                f"output={tmp_path / 'grid.png'}",
+                f"output={output}",
             ],
         )
+    assert augmentation_grid(cfg) == output
+    return matplotlib.image.imread(output)
 
-    path = augmentation_grid(cfg)
 
-    image = matplotlib.image.imread(path)
-    assert path == tmp_path / "grid.png"
-    height, width = image.shape[:2]
+def test_preview_grid_shows_the_augmented_views(cifar100_root: Path, tmp_path: Path) -> None:
+    plain = preview("none", cifar100_root, tmp_path / "none.png")
+    seed = preview("seed", cifar100_root, tmp_path / "seed.png")
+
+    height, width = seed.shape[:2]
     assert width > height  # 5 columns (original + 4 views) by 3 rows
+    assert plain.shape == seed.shape
+    # same images, same layout: only the augmented views can tell the two apart
+    assert np.abs(plain.astype(float) - seed.astype(float)).mean() > 0.01

@@ -117,6 +117,7 @@ def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Pa
     assert resumed["epochs_completed"] == full["epochs_completed"] == 3
     assert resumed["global_step"] == full["global_step"] == 9
     assert resumed["train/lr"] == pytest.approx(full["train/lr"])
+    assert resumed["val/acc_best"] == full["val/acc_best"]  # over all epochs, not since resume
     full_weights = load_checkpoint(full["last_model_path"])["state_dict"]
     resumed_weights = load_checkpoint(resumed["last_model_path"])["state_dict"]
     for name, tensor in full_weights.items():

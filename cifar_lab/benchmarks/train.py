@@ -23,16 +23,15 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from cifar_lab.benchmarks.timing import figures, peak_rss_mib, synchronize
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.speed import cudnn_benchmark, to_memory_format
-from cifar_lab.train import build_module, resolve_precision
+from cifar_lab.train import build_datamodule, build_module, resolve_precision
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 FULL_PRECISION = ("32-true", "32", 32)
@@ -196,9 +195,7 @@ def bench_train(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """`train` section. First Lightning end to end, whose peak memory is that of a training run
     (one model, the datamodule); then Lightning and the plain loop on in-memory batches, their
     repeats interleaved so both see the same load on a shared machine."""
-    datamodule = instantiate(
-        cfg.data, augment=OmegaConf.to_container(cfg.augment, resolve=True), _convert_="all"
-    )
+    datamodule = build_datamodule(cfg)
     end_to_end = figures(lightning_rates(cfg, device, datamodule), "end_to_end_img_per_s")
     training_memory = {"end_to_end_peak_rss_mib": peak_rss_mib()}
     if device.type == "cuda":

@@ -69,6 +69,7 @@ class CIFARClassifier(L.LightningModule):
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(to_memory_format(x, self.channels_last))

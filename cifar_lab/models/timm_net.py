@@ -65,7 +65,16 @@ def create_timm_net(
     """
     if stem not in STEMS:
         raise CifarLabError(f"model.stem={stem!r} is unknown; expected one of {STEMS}")
-    if name not in timm.list_models():
+    if not name:
+        raise CifarLabError(
+            "model=timm needs a backbone name: add model.name=<timm model>, e.g. convnext_nano"
+        )
+    if freeze_backbone and stem == "cifar":
+        raise CifarLabError(
+            "model.freeze_backbone=true with model.stem=cifar would freeze a new, untrained first "
+            "conv; use model.stem=imagenet for a linear probe of pretrained features"
+        )
+    if not timm.is_model(name):
         raise CifarLabError(
             f"model.name={name!r} is not a timm model; see timm.list_models('resnet*') for names"
         )
