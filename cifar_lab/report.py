@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, write_csv
 from cifar_lab.errors import CifarLabError
 from cifar_lab.sweeps import JOB_OVERRIDES, find_jobs
 
@@ -187,14 +187,6 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         [line(header), line(["---"] * len(header)), *(line([show(v) for v in row]) for row in rows)]
     )
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return path
 
 
 def plot_param(ax: Any, jobs: Sequence[Job], key: str, metric: str) -> None:

@@ -14,20 +14,12 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from cifar_lab.cli import write_csv
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.ood import SEVERITIES
 
 SeverityTable = Mapping[str, Sequence[float]]  # corruption -> one value per severity 1..5
 SEVERITY_COLUMNS = [f"severity_{s}" for s in range(1, SEVERITIES + 1)]
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
