@@ -41,13 +41,16 @@ def test_split_is_seeded_and_disjoint() -> None:
     assert not np.array_equal(val_a, val_c)
 
 
+def local_datamodule(root: Path, **kwargs) -> CIFARDataModule:
+    """A datamodule on the tiny local files: no download, no MD5 check, no workers."""
+    settings = {"download": False, "check_integrity": False, "num_workers": 0, "augment": {}}
+    return CIFARDataModule(root=str(root), **{**settings, **kwargs})
+
+
 def test_datamodule_batches_are_normalised_float_tensors(cifar100_root: Path) -> None:
-    dm = CIFARDataModule(
-        root=str(cifar100_root),
-        download=False,
-        check_integrity=False,
+    dm = local_datamodule(
+        cifar100_root,
         batch_size=8,
-        num_workers=0,
         val_fraction=0.2,
         augment={"crop": {"kind": "random", "pad": 4}},
     )
@@ -62,15 +65,7 @@ def test_datamodule_batches_are_normalised_float_tensors(cifar100_root: Path) ->
 
 def test_mixing_drops_the_uneven_last_batch(cifar100_root: Path) -> None:
     mix = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
-    dm = CIFARDataModule(
-        root=str(cifar100_root),
-        download=False,
-        check_integrity=False,
-        batch_size=14,
-        num_workers=0,
-        val_fraction=0.2,
-        augment={"mix": mix},
-    )
+    dm = local_datamodule(cifar100_root, batch_size=14, val_fraction=0.2, augment={"mix": mix})
     dm.setup("fit")
 
     sizes = [len(labels) for _, labels in dm.train_dataloader()]
@@ -142,14 +137,7 @@ def test_download_network_failure_is_one_clear_line(tmp_path: Path, monkeypatch)
 
 
 def test_wrong_num_classes_is_reported(cifar100_root: Path) -> None:
-    dm = CIFARDataModule(
-        root=str(cifar100_root),
-        download=False,
-        check_integrity=False,
-        num_classes=10,
-        num_workers=0,
-        augment={},
-    )
+    dm = local_datamodule(cifar100_root, num_classes=10)
     with pytest.raises(CifarLabError, match="num_classes=10"):
         dm.setup("fit")
 
