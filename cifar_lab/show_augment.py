@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.data.datasets import load_cifar
-from cifar_lab.data.transforms import build_train_transform, normalization_stats
+from cifar_lab.data.transforms import augment_normalization, build_train_transform
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,7 +43,7 @@ def augmentation_grid(cfg: DictConfig) -> Path:
         cfg.data.check_integrity,
     )
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
-    mean, std = normalization_stats(augment.get("stats", "dataset"), cfg.data.name)
+    mean, std = augment_normalization(augment, cfg.data.name)
     pipeline = build_train_transform(augment, cfg.data.img_size, mean, std)
     pipeline.set_random_seed(cfg.seed)
     picks = np.random.default_rng(cfg.seed).choice(

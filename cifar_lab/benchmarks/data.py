@@ -21,7 +21,7 @@ from cifar_lab.benchmarks.timing import figures, measure_rates
 from cifar_lab.data.batched_augment import BatchedPipeline, build_batched_train
 from cifar_lab.data.batches import BatchedImages, batch_loader
 from cifar_lab.data.datasets import ImageArrays, load_cifar
-from cifar_lab.data.transforms import build_train_transform, normalization_stats
+from cifar_lab.data.transforms import augment_normalization, build_train_transform
 from cifar_lab.speed import usable_cores
 
 PREFETCH = 2  # DataLoader's default prefetch_factor: batches each worker has ready
@@ -125,7 +125,7 @@ def bench_data(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """`data` section: both backends for each augment config in `bench.data.augments`."""
     settings, timing = cfg.bench.data, cfg.bench
     arrays = load_split(cfg.data, train=True, limit=settings.images)
-    stats = normalization_stats(cfg.augment.get("stats", "dataset"), cfg.data.name)
+    stats = augment_normalization(cfg.augment, cfg.data.name)
     size = cfg.data.img_size
     albumentations: dict[str, Any] = {}
     batched: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.benchmarks.data import load_split
 from cifar_lab.benchmarks.timing import figures
-from cifar_lab.data.transforms import build_eval_transform, normalization_stats
+from cifar_lab.data.transforms import augment_normalization, build_eval_transform
 from cifar_lab.evaluation.scoring import score_arrays
 from cifar_lab.speed import cudnn_benchmark
 from cifar_lab.train import build_module, resolve_precision
@@ -27,7 +27,7 @@ def bench_predict(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     settings = cfg.bench.predict
     test = load_split(cfg.data, train=False, limit=settings.images)
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
-    stats = normalization_stats(augment.get("stats", "dataset"), cfg.data.name)
+    stats = augment_normalization(augment, cfg.data.name)
     transform = build_eval_transform(augment, cfg.data.img_size, *stats)
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg)

@@ -17,9 +17,9 @@ from cifar_lab.data.batches import BatchedImages, batch_loader
 from cifar_lab.data.datasets import ImageArrays, load_cifar
 from cifar_lab.data.mixing import mixing_enabled
 from cifar_lab.data.transforms import (
+    augment_normalization,
     build_eval_transform,
     build_train_transform,
-    normalization_stats,
 )
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import usable_cores
@@ -121,7 +121,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.backend = resolve_backend(self.augment)
         self.train_pipeline: torch.nn.Module | None = None  # batched backend, data on a GPU
         self.eval_pipeline: torch.nn.Module | None = None
-        self.mean, self.std = normalization_stats(self.augment.get("stats", "dataset"), name)
+        self.mean, self.std = augment_normalization(self.augment, name)
         self.num_workers = resolve_num_workers(num_workers)
         self.root = Path(root).expanduser()
         self.drop_last_train = mixing_enabled(self.augment.get("mix"))

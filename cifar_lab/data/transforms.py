@@ -26,6 +26,14 @@ NORMALIZATION_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
+
+def augment_normalization(
+    augment: Mapping[str, Any], dataset: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std that an `augment` config asks for (its `stats` key, `dataset` by default)."""
+    return normalization_stats(augment.get("stats", "dataset"), dataset)
+
+
 TRAIN_STEPS = (
     "crop",
     "hflip",
