@@ -1,4 +1,13 @@
-"""cifar-lab: train and stress-test image classifiers on CIFAR-100 with Lightning + Hydra."""
+"""cifar-lab: train and stress-test image classifiers on CIFAR-100 with Lightning + Hydra.
+
+Architecture (each layer imports only the layers below it; `tests/test_architecture.py` checks):
+
+    entry points   train  predict  bench  report  show_augment  corrupt   (import no entry point)
+    composition    build (objects from a config)   benchmarks/   sweeps/
+    training | evaluation   training/ (loggers, DDP)  |  evaluation/ (scores, tables, plots)
+    models         models/ (backbones, LightningModule, TTA part)       (never evaluation/)
+    data + base    data/ (CIFAR, OOD sets, pipelines, datamodule); checkpoint utils speed cli
+"""
 
 import os
 

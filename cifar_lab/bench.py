@@ -27,10 +27,11 @@ from cifar_lab.benchmarks.data import bench_data
 from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
-from cifar_lab.cli import exit_on_user_error, write_json
+from cifar_lab.build import resolve_precision
+from cifar_lab.cli import exit_on_user_error
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import configure_torch, usable_cores
-from cifar_lab.train import resolve_precision
+from cifar_lab.utils import write_json
 
 SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,

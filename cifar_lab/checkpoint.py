@@ -1,18 +1,87 @@
-"""Reading checkpoints safely: `weights_only` unpickling and errors that say what the file is."""
+"""The checkpoint format of cifar-lab and how it is read: one home for both.
+
+A Lightning checkpoint plus two entries of ours: `cifar_lab` (a `CheckpointPayload`: version,
+the resolved run config, wandb run id, number of classes) so `predict` can rebuild the model
+from the file alone, and `rng_states`, which Lightning does not save, so a resumed run draws the
+same augmentations and dropout masks as an uninterrupted one. Everything in it is tensors,
+numbers, strings and containers, which `torch.load(weights_only=True)` reads without running
+pickled code.
+"""
 
 from __future__ import annotations
 
 import pickle
+import random
 import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from cifar_lab.errors import CifarLabError
-from cifar_lab.models.classifier import CHECKPOINT_KEY
+
+CHECKPOINT_KEY = "cifar_lab"
+RNG_KEY = "rng_states"
+NET_PREFIX = "net."  # the LightningModule holds the network as `self.net`
 
 
+@dataclass(frozen=True)
+class CheckpointPayload:
+    """What cifar-lab adds to each checkpoint under `CHECKPOINT_KEY`."""
+
+    version: str
+    num_classes: int
+    config: dict[str, Any] = field(default_factory=dict)
+    wandb_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], path: str | Path) -> CheckpointPayload:
+        raw = checkpoint.get(CHECKPOINT_KEY)
+        try:
+            return cls(
+                version=str(raw["version"]),
+                num_classes=int(raw["num_classes"]),
+                config=dict(raw.get("config") or {}),
+                wandb_id=raw.get("wandb_id"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CifarLabError(
+                f"{path} has a damaged '{CHECKPOINT_KEY}' entry ({type(err).__name__}: {err}); "
+                f"expected a .ckpt written by cifar_lab.train"
+            ) from err
+
+
+# --- random-number generators ------------------------------------------------------------
+def collect_rng_states() -> dict[str, Any]:
+    """torch, numpy, Python (and CUDA) generator states as tensors and plain containers."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# --- reading ------------------------------------------------------------------------------
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A cifar-lab checkpoint as a dict, on the CPU, without running pickled code."""
     path = Path(path).expanduser()
@@ -24,8 +93,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
         raise CifarLabError(
-            f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0]}); "
+            f"{path} is not a readable PyTorch checkpoint ({first_line}); "
             f"expected a .ckpt written by cifar_lab.train"
         ) from err
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
@@ -33,27 +103,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is a PyTorch file but not a cifar-lab checkpoint (no '{CHECKPOINT_KEY}' "
             f"entry); expected a .ckpt written by cifar_lab.train"
         )
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CifarLabError(
+            f"{path} holds no 'state_dict' of weights; expected a .ckpt written by cifar_lab.train"
+        )
+    CheckpointPayload.from_checkpoint(checkpoint, path)  # fails early on a damaged entry
     return checkpoint
 
 
-def checkpoint_wandb_id(checkpoint: dict[str, Any]) -> str | None:
-    """The wandb run id stored in a checkpoint, so a resumed training continues that run."""
-    return checkpoint[CHECKPOINT_KEY].get("wandb_id")
+def payload(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> CheckpointPayload:
+    return CheckpointPayload.from_checkpoint(checkpoint, path)
 
 
-def ensure_weights_fit(
-    model: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path
-) -> None:
-    """Raise a one-line error when the checkpoint's weights are not those of `model`'s layout
-    (another backbone, width or number of classes), before Lightning's long key-mismatch dump."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+def net_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's own weights: the `net.` entries of the module's state dict, unprefixed."""
+    return {
+        key.removeprefix(NET_PREFIX): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(NET_PREFIX)
+    }
+
+
+def check_weights_fit(net: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Raise a one-line error when the checkpoint's network weights are not those of `net`'s
+    layout (another backbone, width or number of classes), before torch's long key dump."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in net_weights(checkpoint).items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or reshaped):
         return
-    trained = checkpoint[CHECKPOINT_KEY].get("config", {}).get("model", {})
+    stored = payload(checkpoint, path)
+    trained = stored.config.get("model", {})
     detail = "; ".join(
         f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
         for label, keys in (
@@ -66,6 +148,11 @@ def ensure_weights_fit(
     raise CifarLabError(
         f"checkpoint {path} holds another model than this config builds ({detail}); it was "
         f"trained with model={trained.get('name', trained.get('_target_'))} "
-        f"num_classes={checkpoint[CHECKPOINT_KEY].get('num_classes')}: use the same model and "
-        f"data overrides as that run"
+        f"num_classes={stored.num_classes}: use the same model and data overrides as that run"
     )
+
+
+def load_net_weights(net: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Put the checkpoint's network weights into `net`, after the compatibility check."""
+    check_weights_fit(net, checkpoint, path)
+    net.load_state_dict(net_weights(checkpoint))

@@ -5,8 +5,9 @@
     python -m cifar_lab.predict ckpt=... tta=flip_shift ood=cifar100c data.root=/data
 
 The model, data and preprocessing come from the training config stored in the checkpoint;
-`data.*` (and `+model.*`, `+augment.*`) given here override it. Writes metrics.json, the
-per-class CSV, the confusion matrix and the OOD set's CSVs/plots into the run dir.
+`data.*` (and `+model.*`, `+augment.*`) given here override it. One `Trainer.predict` call
+scores the clean test split and every OOD file the datamodule serves; then metrics.json, the
+per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written into the run dir.
 """
 
 from __future__ import annotations
@@ -16,22 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.benchmarks.timing import peak_rss_mib
-from cifar_lab.checkpoint import load_checkpoint
-from cifar_lab.cli import exit_on_user_error, write_json
-from cifar_lab.data.datamodule import CIFARDataModule
-from cifar_lab.data.datasets import load_cifar
+from cifar_lab.build import build_datamodule, build_module, build_ood, build_trainer, build_tta
+from cifar_lab.checkpoint import load_checkpoint, load_net_weights, payload
+from cifar_lab.cli import exit_on_user_error
+from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
+from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
-from cifar_lab.evaluation.evaluate import evaluate_clean, evaluate_corruptions, evaluate_leaderboard
-from cifar_lab.evaluation.ood import CorruptionSet, LeaderboardSet
-from cifar_lab.evaluation.scoring import Scorer
-from cifar_lab.evaluation.tta import TestTimeAugmentation
-from cifar_lab.models.classifier import CHECKPOINT_KEY, CIFARClassifier
-from cifar_lab.train import build_datamodule, build_module, resolve_precision
+from cifar_lab.evaluation.evaluate import (
+    evaluate_clean,
+    evaluate_corruptions,
+    evaluate_leaderboard,
+)
+from cifar_lab.evaluation.scoring import score_sets
+from cifar_lab.utils import peak_rss_mib, write_json
 
 log = logging.getLogger("cifar_lab.predict")
 
@@ -42,7 +42,7 @@ def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
     """The checkpoint's training config with this run's non-null `data`/`model`/`augment` keys
     on top; pretrained weights are switched off (the checkpoint holds the trained ones), and so
     is torch.compile unless asked for here."""
-    stored = checkpoint[CHECKPOINT_KEY].get("config") or {}
+    stored = payload(checkpoint, cfg.ckpt).config
     missing = [group for group in OVERRIDABLE if group not in stored]
     if missing:
         raise CifarLabError(
@@ -63,28 +63,6 @@ def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def build_eval_module(
-    checkpoint: dict[str, Any], run_cfg: DictConfig, tta: TestTimeAugmentation, ckpt: str
-) -> CIFARClassifier:
-    """The LightningModule as trained, with the checkpoint's weights (`net.*`) and `tta`."""
-    module = build_module(run_cfg, OmegaConf.to_container(run_cfg))
-    weights = {
-        key.removeprefix("net."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("net.")
-    }
-    try:
-        module.net.load_state_dict(weights)
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
-        raise CifarLabError(
-            f"the weights in {ckpt} do not fit the model its config builds ({detail}); "
-            f"drop model overrides that change the architecture"
-        ) from err
-    module.tta = tta
-    return module
-
-
 def check_classes(ckpt: str, ckpt_classes: int, data_classes: int, what: str) -> None:
     if ckpt_classes != data_classes:
         raise CifarLabError(
@@ -93,67 +71,57 @@ def check_classes(ckpt: str, ckpt_classes: int, data_classes: int, what: str) ->
         )
 
 
-def build_scorer(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[Scorer, CIFARDataModule]:
-    """The scorer `predict` uses (model, TTA, eval preprocessing, Trainer) and the datamodule
-    it takes the preprocessing and loader settings from."""
+def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
+    """The module (checkpoint weights, TTA) and the datamodule that serves what is scored, with
+    every file checked before anything is scored; plus the first metrics."""
+    checkpoint = load_checkpoint(cfg.ckpt)
+    ckpt_classes = payload(checkpoint, cfg.ckpt).num_classes
+    ood = build_ood(cfg.get("ood"))
+    if isinstance(ood, CorruptionSet):
+        check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
     run_cfg = run_config(checkpoint, cfg)
-    module = build_eval_module(checkpoint, run_cfg, instantiate(cfg.tta), cfg.ckpt)
-    datamodule: CIFARDataModule = build_datamodule(run_cfg)
-    precision = resolve_precision(cfg.trainer.precision)
-    trainer: L.Trainer = instantiate(cfg.trainer, precision=precision)
-    hp = datamodule.hparams
-    scorer = Scorer(
-        module,
-        datamodule.eval_transform(),
-        trainer,
-        batch_size=hp.eval_batch_size or hp.batch_size,
-        num_workers=datamodule.num_workers,
+    tta = build_tta(cfg.tta)
+    module = build_module(run_cfg, OmegaConf.to_container(run_cfg), tta=tta)
+    load_net_weights(module.net, checkpoint, cfg.ckpt)
+    datamodule = build_datamodule(run_cfg, ood=ood, predict_clean=bool(cfg.clean))
+    # Missing or malformed files (the clean split, OOD images, labels) fail here.
+    datamodule.load_predict_sets()
+    if cfg.clean:
+        where = f"{datamodule.hparams.name} in {datamodule.root}"
+        check_classes(cfg.ckpt, ckpt_classes, len(datamodule.classes), where)
+    metrics = {
+        "tta": tta.name if tta else "none",
+        "tta/views": tta.num_views if tta else 1,
+        "ood": ood.name if ood else None,
+    }
+    return module, datamodule, metrics
+
+
+def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Path) -> dict:
+    """One `Trainer.predict` over every predict set, then each set's metrics and reports."""
+    scored = score_sets(
+        module, datamodule, lambda callbacks: build_trainer(cfg.trainer, callbacks=callbacks)
     )
-    return scorer, datamodule
-
-
-def build_ood(cfg: DictConfig) -> LeaderboardSet | CorruptionSet | None:
-    return instantiate(cfg.ood) if cfg.get("ood") and cfg.ood.get("_target_") else None
-
-
-def evaluate_test_split(
-    cfg: DictConfig, scorer: Scorer, datamodule: CIFARDataModule, ckpt_classes: int, out_dir: Path
-) -> dict[str, float]:
-    """The clean test split of the checkpoint's dataset, read as the datamodule reads it."""
-    hp = datamodule.hparams
-    test = load_cifar(hp.name, datamodule.root, False, hp.download, hp.check_integrity)
-    check_classes(cfg.ckpt, ckpt_classes, len(test.classes), f"{hp.name} in {datamodule.root}")
-    return evaluate_clean(scorer, test.images, test.labels, test.classes, out_dir)
+    metrics: dict[str, Any] = {}
+    if CLEAN_SET in scored and cfg.clean:
+        clean_set, (clean_scores,) = scored.pop(CLEAN_SET)
+        metrics.update(evaluate_clean(clean_scores, clean_set.labels, datamodule.classes, out_dir))
+    ood = datamodule.ood
+    if isinstance(ood, CorruptionSet):
+        metrics.update(evaluate_corruptions(ood, scored, out_dir, metrics.get("clean/acc")))
+    elif isinstance(ood, LeaderboardSet):
+        metrics.update(evaluate_leaderboard(ood, scored, out_dir))
+    return metrics
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Score the checkpoint on the clean test split (`clean`) and the `ood` set; metrics.json."""
     out_dir = Path(cfg.paths.output_dir)
-    progress = bool(cfg.trainer.get("enable_progress_bar", True))
     metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir), "ckpt": str(cfg.ckpt)}
     try:
-        checkpoint = load_checkpoint(cfg.ckpt)
-        ckpt_classes = int(checkpoint[CHECKPOINT_KEY]["num_classes"])
-        ood = build_ood(cfg)
-        if isinstance(ood, CorruptionSet):
-            check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
-        scorer, datamodule = build_scorer(cfg, checkpoint)
-        tta = scorer.module.tta
-        metrics.update({"tta": tta.name, "tta/views": tta.num_views, "ood": ood and ood.name})
-        # Missing or malformed OOD files fail here, before anything is scored.
-        ood_files = ood.files() if ood else []
-        ood_labels = ood.labels(ood_files) if isinstance(ood, CorruptionSet) else None
-        if cfg.clean:
-            metrics.update(evaluate_test_split(cfg, scorer, datamodule, ckpt_classes, out_dir))
-        if isinstance(ood, CorruptionSet):
-            clean_acc = metrics.get("clean/acc")
-            metrics.update(
-                evaluate_corruptions(
-                    scorer, ood, ood_files, ood_labels, out_dir, clean_acc, progress
-                )
-            )
-        elif isinstance(ood, LeaderboardSet):
-            metrics.update(evaluate_leaderboard(scorer, ood, ood_files, out_dir, progress))
+        module, datamodule, first = prepare(cfg)
+        metrics.update(first)
+        metrics.update(score(cfg, module, datamodule, out_dir))
         metrics["status"] = "finished"
     except BaseException as err:
         metrics.update(status="failed", error=f"{type(err).__name__}: {err}")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.data.datasets import load_cifar
-from cifar_lab.data.transforms import augment_normalization, build_train_transform
+from cifar_lab.data.transforms import build_transforms
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,8 +43,8 @@ def augmentation_grid(cfg: DictConfig) -> Path:
         cfg.data.check_integrity,
     )
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
-    mean, std = augment_normalization(augment, cfg.data.name)
-    pipeline = build_train_transform(augment, cfg.data.img_size, mean, std)
+    transforms = build_transforms(augment, cfg.data.name, cfg.data.img_size)
+    mean, std, pipeline = transforms.mean, transforms.std, transforms.train
     pipeline.set_random_seed(cfg.seed)
     picks = np.random.default_rng(cfg.seed).choice(
         len(data), min(cfg.num_images, len(data)), replace=False

@@ -14,74 +14,25 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.checkpoint import checkpoint_wandb_id, ensure_weights_fit, load_checkpoint
-from cifar_lab.cli import exit_on_user_error, write_json
-from cifar_lab.distributed import (
+from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
+from cifar_lab.checkpoint import check_weights_fit, load_checkpoint, payload
+from cifar_lab.cli import exit_on_user_error
+from cifar_lab.errors import CifarLabError
+from cifar_lab.speed import configure_torch
+from cifar_lab.training.distributed import (
     end_process_group,
     is_global_zero,
     launch_ranks_for_this_job,
     world_size,
 )
-from cifar_lab.errors import CifarLabError
-from cifar_lab.loggers import build_loggers, finish_wandb, wandb_run_id
-from cifar_lab.models.classifier import CIFARClassifier
-from cifar_lab.speed import configure_torch, cudnn_benchmark, split_model_config
+from cifar_lab.training.loggers import build_loggers, finish_wandb, wandb_run_id
+from cifar_lab.utils import write_json
 
 log = logging.getLogger("cifar_lab.train")
-
-
-def resolve_precision(precision: str | int) -> str | int:
-    """`auto`: bf16 autocast where the GPU supports it, else full fp32 (bf16 on a CPU without
-    AMX is several times slower than fp32)."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
-
-
-def scaled_lr(cfg: DictConfig, processes: int = 1) -> float:
-    """The configured lr, times global batch/256 when `optim.scale_lr_by_batch` (Goyal et al.,
-    2017); under DDP the global batch is data.batch_size x processes."""
-    lr = float(cfg.optim.optimizer.lr)
-    if cfg.optim.get("scale_lr_by_batch"):
-        lr *= cfg.data.batch_size * processes / 256
-    return lr
-
-
-def build_module(
-    cfg: DictConfig, run_config: dict[str, Any] | None = None, processes: int = 1
-) -> CIFARClassifier:
-    """The LightningModule for `cfg`: backbone from `model`, partials from `optim`."""
-    scheduler_cfg = cfg.optim.get("scheduler")
-    model_cfg, speed_options = split_model_config(cfg.model)
-    # _convert_="all": plain lists/dicts, so optimizer state (betas) unpickles with weights_only
-    return CIFARClassifier(
-        net=instantiate(model_cfg, _convert_="all"),
-        optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg, processes), _convert_="all"),
-        scheduler=instantiate(scheduler_cfg, _convert_="all") if scheduler_cfg else None,
-        num_classes=cfg.data.num_classes,
-        label_smoothing=cfg.loss.label_smoothing,
-        mix=OmegaConf.to_container(cfg.augment.mix) if cfg.augment.get("mix") else None,
-        run_config=run_config,
-        **speed_options,
-    )
-
-
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    """The `data` config's datamodule, with the `augment` config as plain dicts."""
-    augment = OmegaConf.to_container(cfg.augment, resolve=True)
-    return instantiate(cfg.data, augment=augment, _convert_="all")
-
-
-def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
 
 
 def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
@@ -115,18 +66,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run_config = OmegaConf.to_container(cfg, resolve=True)
         datamodule = build_datamodule(cfg)
         checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-        resume_id = checkpoint_wandb_id(checkpoint) if checkpoint else None
+        resume_id = payload(checkpoint).wandb_id if checkpoint else None
         loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
-        trainer: L.Trainer = instantiate(
-            cfg.trainer,
-            precision=resolve_precision(cfg.trainer.precision),
-            benchmark=cudnn_benchmark(cfg.trainer),
-            callbacks=build_callbacks(cfg),
-            logger=loggers or False,
+        trainer = build_trainer(
+            cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False
         )
         module = build_module(cfg, run_config, processes=world_size(trainer))
         if checkpoint is not None:
-            ensure_weights_fit(module, checkpoint, cfg.ckpt_path)
+            check_weights_fit(module.net, checkpoint, cfg.ckpt_path)
         end_job = launch_ranks_for_this_job(trainer)
         # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
         module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None

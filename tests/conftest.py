@@ -22,6 +22,31 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TINY_CONVNET = ["model.widths=[8,8,16,16,16]", "model.head_hidden=16"]
 
 
+def tiny_data(root: Path, batch_size: int = 16, workers: int = 0) -> list[str]:
+    """Overrides that read the tiny local CIFAR files under `root`: no download, no MD5 check,
+    small batches, no loader workers unless asked."""
+    return [
+        f"data.root={root}",
+        "data.download=false",
+        "data.check_integrity=false",
+        f"data.num_workers={workers}",
+        f"data.batch_size={batch_size}",
+    ]
+
+
+def tiny_training(trainer: str = "cpu", batches: int = 2) -> list[str]:
+    """Overrides for a seconds-long CPU fit: one epoch of a few batches, quiet."""
+    return [
+        f"trainer={trainer}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={batches}",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
 @pytest.fixture(scope="session")
 def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar100"), "cifar100", n_train=200, n_test=100)
@@ -54,19 +79,9 @@ def train_cfg(tmp_path: Path, cifar100_root: Path) -> Callable[..., DictConfig]:
 
     def make(*overrides: str, root: Path | None = None) -> DictConfig:
         base = [
-            f"data.root={root or cifar100_root}",
-            "data.download=false",
-            "data.check_integrity=false",
-            "data.num_workers=0",
-            "data.batch_size=16",
+            *tiny_data(root or cifar100_root),
             f"paths.output_dir={tmp_path / 'run'}",
-            "trainer=cpu",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=3",
-            "trainer.limit_val_batches=2",
-            "trainer.limit_test_batches=2",
-            "trainer.num_sanity_val_steps=0",
-            "trainer.enable_progress_bar=false",
+            *tiny_training(batches=3),
             "logger=csv",
         ]
         return compose_train(base + list(overrides))

@@ -8,13 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONVNET, compose_train
+from conftest import TINY_CONVNET, compose_train, tiny_data
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cifar_lab.data import CIFARDataModule
 from cifar_lab.data.batched_augment import build_batched_eval, build_batched_train
-from cifar_lab.data.transforms import TRAIN_STEPS, build_eval_transform, build_train_transform
+from cifar_lab.data.pipelines import BatchedInput
+from cifar_lab.data.transforms import (
+    TRAIN_STEPS,
+    Transforms,
+    build_eval_transform,
+    build_train_transform,
+)
 from cifar_lab.errors import CifarLabError
 from cifar_lab.train import train
 
@@ -179,11 +185,7 @@ def test_unknown_backend_names_the_choices(cifar100_root) -> None:
 def batched_datamodule(cifar100_root, *overrides: str):
     cfg = compose_train(
         [
-            f"data.root={cifar100_root}",
-            "data.download=false",
-            "data.check_integrity=false",
-            "data.num_workers=0",
-            "data.batch_size=16",
+            *tiny_data(cifar100_root),
             "augment=seed",
             "augment.backend=batched",
             *overrides,
@@ -203,7 +205,7 @@ def test_on_cpu_the_loader_serves_augmented_float_batches(cifar100_root) -> None
 
     assert images.dtype == torch.float32 and images.shape == (16, 3, 32, 32)
     assert labels.dtype == torch.int64 and labels.shape == (16,)
-    assert datamodule.train_pipeline is None  # nothing left for on_after_batch_transfer
+    assert not datamodule.input.on_device  # nothing left for on_after_batch_transfer
 
 
 def test_after_transfer_hook_augments_training_batches_and_only_preprocesses_eval(
@@ -211,8 +213,14 @@ def test_after_transfer_hook_augments_training_batches_and_only_preprocesses_eva
 ) -> None:
     """The GPU path, driven on the CPU: pipelines run on uint8 batches after the transfer."""
     datamodule = batched_datamodule(cifar100_root)
-    datamodule.train_pipeline = build_batched_train(datamodule.augment, 32, *UNIT)
-    datamodule.eval_pipeline = build_batched_eval(datamodule.augment, 32, *UNIT)
+    unit = Transforms(
+        train=build_train_transform(datamodule.augment, 32, *UNIT),
+        eval=build_eval_transform(datamodule.augment, 32, *UNIT),
+        mean=UNIT[0],
+        std=UNIT[1],
+        img_size=32,
+    )
+    datamodule.input = BatchedInput(unit, 0, torch.device("cpu"), on_device=True)
     raw = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(16)
 

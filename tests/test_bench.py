@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, TINY_CONVNET, run_module
+from conftest import CONF_DIR, TINY_CONVNET, run_module, tiny_data
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.bench import run_bench
@@ -29,11 +29,7 @@ RATIOS = ["train.lightning_over_plain", "train.end_to_end_over_model"]
 
 def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
     return [
-        f"data.root={root}",
-        "data.download=false",
-        "data.check_integrity=false",
-        "data.batch_size=16",
-        "data.num_workers=0",
+        *tiny_data(root),
         "trainer=cpu",
         *TINY_CONVNET,
         f"paths.output_dir={output_dir}",

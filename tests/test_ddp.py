@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_sweeps import metrics_of, run_sweep, wandb_exit_code
 
+from cifar_lab.build import build_module
 from cifar_lab.checkpoint import load_checkpoint
-from cifar_lab.train import build_module
 
 
 @pytest.fixture(scope="module")

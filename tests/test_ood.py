@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
 
-import cifar_lab.evaluation.ood
+import cifar_lab.data.ood
+from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
-from cifar_lab.evaluation.ood import CorruptionSet, LeaderboardSet
-from cifar_lab.evaluation.reports import (
+from cifar_lab.evaluation.tables import (
     corruption_errors,
     read_severity_table,
     severity_metrics,
@@ -184,7 +184,7 @@ class FakeServer:
 @pytest.fixture
 def server(tmp_path, monkeypatch) -> FakeServer:
     fake = FakeServer(tmp_path / "server")
-    monkeypatch.setattr(cifar_lab.evaluation.ood, "download_url", fake)
+    monkeypatch.setattr(cifar_lab.data.ood, "download_url", fake)
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake)
     return fake
 

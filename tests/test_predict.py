@@ -18,15 +18,16 @@ from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, wr
 from torch import nn
 
 from cifar_lab.checkpoint import load_checkpoint
+from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.datasets import load_cifar
-from cifar_lab.data.transforms import NORMALIZATION_STATS, build_eval_transform
+from cifar_lab.data.ood import CorruptionSet
+from cifar_lab.data.transforms import NORMALIZATION_STATS
 from cifar_lab.errors import CifarLabError
-from cifar_lab.evaluation.evaluate import evaluate_corruptions, score_files
-from cifar_lab.evaluation.ood import CorruptionSet
-from cifar_lab.evaluation.scoring import Scorer
-from cifar_lab.evaluation.tta import TestTimeAugmentation
+from cifar_lab.evaluation.evaluate import evaluate_corruptions
+from cifar_lab.evaluation.scoring import score_sets
 from cifar_lab.models.classifier import CIFARClassifier
-from cifar_lab.predict import build_ood, build_scorer, predict, run_config
+from cifar_lab.models.tta import TestTimeAugmentation
+from cifar_lab.predict import predict, prepare, run_config
 from cifar_lab.train import train
 
 _SMOKE: dict[str, Path] = {}
@@ -135,14 +136,16 @@ def test_clean_and_ood_paths_give_every_image_the_same_tta_probabilities(
     # the softmax of every image, through the clean path and through a memory-mapped OOD file.
     ood_root = copy_of_test_set(tmp_path / "c100", cifar100_root, noise=False)
     cfg = predict_cfg(smoke_ckpt, tmp_path, "tta=shift", "ood=cifar100c", f"ood.root={ood_root}")
-    scorer, _ = build_scorer(cfg, load_checkpoint(smoke_ckpt))
+    module, datamodule, _ = prepare(cfg)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
 
-    (clean,) = scorer.score([clean_test(cifar100_root).images])
-    ((_, severities),) = list(score_files(scorer, build_ood(cfg).files(), "fog", progress=False))
+    clean_batches, fog_batches = trainer.predict(module, datamodule=datamodule)
 
-    assert clean.probs.std(dim=0).max() > 0  # images really get different outputs
-    for scores in severities:
-        assert torch.equal(scores.probs, clean.probs)
+    clean, fog = torch.cat(clean_batches), torch.cat(fog_batches)
+    assert [s.name for s in datamodule.predict_sets] == ["clean", "fog"]
+    assert clean.std(dim=0).max() > 0  # images really get different outputs
+    for severity in fog.split(len(clean)):
+        assert torch.equal(severity, clean)
 
 
 def test_leaderboard_submission_lists_every_image_in_file_severity_index_order(
@@ -166,10 +169,8 @@ def test_leaderboard_submission_lists_every_image_in_file_severity_index_order(
     assert metrics["tta/views"] == 16 and metrics["ood/submission_rows"] == 190
     for name in ["ood_confidence.csv", "ood_confidence.png", "ood_confidence_severity.png"]:
         assert (out / name).stat().st_size > 0, name
-    assert (
-        "ood/confidence/distortion18/5" in metrics
-        and not (out / "submission_ood.csv.part").exists()
-    )
+    assert "ood/confidence/distortion18/5" in metrics
+    assert not list(out.glob(".*.tmp"))  # written atomically, no temporary file left
 
 
 # --- accuracy arithmetic with a model whose answers are known -------------------------------
@@ -198,12 +199,18 @@ def test_per_corruption_accuracy_equals_the_hand_computed_one(tmp_path, tta):
     root = write_corruption_set(tmp_path, images, labels)
     mean, std = NORMALIZATION_STATS["cifar100"]
     module = CIFARClassifier(net=CodeReader(mean[0], std[0]), optimizer=torch.optim.SGD, tta=tta)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
-    scorer = Scorer(module, build_eval_transform({}, 32, mean, std), trainer, batch_size=16)
     ood = CorruptionSet(str(root), benchmark=["fog"], extra=["saturate"], num_classes=100)
-    files = ood.files()
+    datamodule = CIFARDataModule(
+        root=str(tmp_path), batch_size=16, num_workers=0, ood=ood, predict_clean=False
+    )
 
-    metrics = evaluate_corruptions(scorer, ood, files, ood.labels(files), tmp_path, None, False)
+    def make_trainer(callbacks):
+        return L.Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=callbacks
+        )
+
+    scored = score_sets(module, datamodule, make_trainer)
+    metrics = evaluate_corruptions(ood, scored, tmp_path, None)
 
     for name, array in images.items():
         for s in range(5):
@@ -257,10 +264,10 @@ def test_cifar100_checkpoint_is_refused_on_cifar10_test_data(smoke_ckpt, cifar10
 def test_command_line_prints_a_missing_ood_file_as_one_line(smoke_ckpt, tmp_path):
     result = run_module(
         "cifar_lab.predict",
-            f"ckpt={smoke_ckpt}",
-            "ood=leaderboard",
-            f"ood.root={tmp_path / 'nothing'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
+        f"ckpt={smoke_ckpt}",
+        "ood=leaderboard",
+        f"ood.root={tmp_path / 'nothing'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
         timeout=300,
     )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_lab.report import main, report
+from cifar_lab.report import main
+from cifar_lab.sweeps.sweep_report import write_sweep_report
 
 CSV_HEADER = ["epoch", "step", "val/acc", "val/acc_best", "val/loss"]
 
@@ -75,7 +76,7 @@ def table_rows(text: str) -> list[dict[str, str]]:
 
 
 def test_finished_jobs_come_best_first_then_unfinished_then_failed(sweep: Path) -> None:
-    rows = table_rows(report(sweep))
+    rows = table_rows(write_sweep_report(sweep))
 
     assert [row["job"] for row in rows] == ["1", "3", "0", "10", "2"]
     assert [row["status"] for row in rows] == [
@@ -86,14 +87,14 @@ def test_finished_jobs_come_best_first_then_unfinished_then_failed(sweep: Path) 
 
 
 def test_only_the_overrides_that_differ_become_columns(sweep: Path) -> None:
-    (first, *_) = table_rows(report(sweep))
+    (first, *_) = table_rows(write_sweep_report(sweep))
 
     assert "model.drop_rate" in first and "loss.label_smoothing" in first
     assert "data.root" not in first and "trainer" not in first
 
 
 def test_an_unfinished_job_shows_its_value_so_far_from_the_csv_log(sweep: Path) -> None:
-    rows = {row["job"]: row for row in table_rows(report(sweep))}
+    rows = {row["job"]: row for row in table_rows(write_sweep_report(sweep))}
 
     assert rows["10"]["val/acc_best"] == "0.55"
     assert rows["10"]["epochs"] == "1"
@@ -101,7 +102,7 @@ def test_an_unfinished_job_shows_its_value_so_far_from_the_csv_log(sweep: Path) 
 
 
 def test_min_mode_ranks_the_lowest_value_first(sweep: Path) -> None:
-    rows = table_rows(report(sweep, metric="val/loss", mode="min"))
+    rows = table_rows(write_sweep_report(sweep, metric="val/loss", mode="min"))
 
     finished = [row["job"] for row in rows if row["status"] == "finished"]
     assert finished == ["1", "0", "3"]  # last val/acc 0.7, 0.5, 0.2 -> loss 1.3, 1.5, 1.8
@@ -111,11 +112,11 @@ def test_the_sweepers_direction_sets_the_default_order(tmp_path: Path) -> None:
     for name, acc in [("0", 0.2), ("1", 0.6)]:
         write_job(tmp_path, name, [f"optim.optimizer.lr={acc}"], [acc], direction="minimize")
 
-    assert [row["job"] for row in table_rows(report(tmp_path))] == ["0", "1"]
+    assert [row["job"] for row in table_rows(write_sweep_report(tmp_path))] == ["0", "1"]
 
 
 def test_the_csv_and_png_are_written_into_the_sweep_folder(sweep: Path) -> None:
-    report(sweep)
+    write_sweep_report(sweep)
 
     with (sweep / "report.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))

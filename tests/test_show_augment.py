@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
-from conftest import CONF_DIR
+from conftest import CONF_DIR, tiny_data
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.show_augment import augmentation_grid
@@ -18,9 +18,7 @@ def preview(augment: str, root: Path, output: Path) -> np.ndarray:
             "show_augment",
             overrides=[
                 f"augment={augment}",
-                f"data.root={root}",
-                "data.check_integrity=false",
-                "data.download=false",
+                *tiny_data(root),
                 "num_images=3",
                 "num_views=4",
                 f"output={output}",

@@ -10,9 +10,10 @@ import torch
 from conftest import TINY_CONVNET
 from omegaconf import OmegaConf
 
+from cifar_lab.build import build_module
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.speed import configure_torch, cudnn_benchmark, split_model_config, usable_cores
-from cifar_lab.train import build_module, train
+from cifar_lab.train import train
 
 
 def conv_weights(module: torch.nn.Module) -> list[torch.Tensor]:

@@ -11,34 +11,19 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import CONF_DIR, TINY_CONVNET, run_module
+from conftest import CONF_DIR, TINY_CONVNET, run_module, tiny_data, tiny_training
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from cifar_lab.report import report
-from cifar_lab.sweeps import ContinueSweep, find_jobs, next_job_number
+from cifar_lab.sweeps.jobs import ContinueSweep, find_jobs, next_job_number
+from cifar_lab.sweeps.sweep_report import write_sweep_report
 
 
 def tiny_run(root: Path, trainer: str = "cpu") -> list[str]:
     """Overrides for a few-second job on the tiny CIFAR-10."""
-    return [
-        "data=cifar10",
-        f"data.root={root}",
-        "data.download=false",
-        "data.check_integrity=false",
-        "data.num_workers=0",
-        "data.batch_size=16",
-        *TINY_CONVNET,
-        f"trainer={trainer}",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false",
-    ]
+    return ["data=cifar10", *tiny_data(root), *TINY_CONVNET, *tiny_training(trainer)]
 
 
 def compose_with_hydra(overrides: list[str]) -> DictConfig:
@@ -144,9 +129,11 @@ def test_a_grid_runs_every_job_and_the_report_ranks_them(
     assert all(wandb_exit_code(job) == 0 for job in jobs)
     acc = {job.name: metrics_of(job)["val/acc_best"] for job in jobs}
     loss = {job.name: metrics_of(job)["val/loss"] for job in jobs}
-    by_acc = report(sweep)  # the sweep's optimized_metric, highest first; ties in job order
+    by_acc = write_sweep_report(
+        sweep
+    )  # the sweep's optimized_metric, highest first; ties in job order
     assert job_order(by_acc) == sorted(acc, key=lambda name: -acc[name]), acc
-    by_loss = report(sweep, metric="val/loss", mode="min")
+    by_loss = write_sweep_report(sweep, metric="val/loss", mode="min")
     assert job_order(by_loss) == sorted(loss, key=loss.get), loss
     assert "model.drop_rate" in by_acc and "loss.label_smoothing" in by_acc
 
@@ -165,7 +152,7 @@ def test_a_job_that_raises_finishes_its_wandb_run_and_the_others_still_run(
     assert metrics_of(finished)["status"] == "finished"
     assert wandb_exit_code(finished) == 0
     assert (finished / "checkpoints" / "best.ckpt").is_file()
-    assert job_order(report(sweep)) == ["1", "0"]
+    assert job_order(write_sweep_report(sweep)) == ["1", "0"]
 
 
 @pytest.mark.slow
@@ -192,7 +179,7 @@ def test_an_optuna_search_stops_and_continues_from_its_storage(
             in (job / ".hydra" / "overrides.yaml").read_text()
         )
     assert trials[2].params != trials[0].params  # the continued search does not replay its seed
-    assert len(job_order(report(sweep))) == 3
+    assert len(job_order(write_sweep_report(sweep))) == 3
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET, run_module
+from conftest import TINY_CONVNET, run_module, tiny_data
 
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
@@ -148,10 +148,7 @@ def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
 ) -> None:
     result = run_cli(
         "experiment=smoke",
-        f"data.root={cifar100_root}",
-        "data.check_integrity=false",
-        "data.download=false",
-        "data.num_workers=1",
+        *tiny_data(cifar100_root, batch_size=64, workers=1),
         "trainer.limit_train_batches=2",
         "trainer.max_epochs=1",
         cwd=tmp_path,

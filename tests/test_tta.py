@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 from cifar_lab.errors import CifarLabError
-from cifar_lab.evaluation.tta import TestTimeAugmentation, shift
 from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.models.tta import TestTimeAugmentation, shift
 
 SIZE = 32
 
@@ -106,7 +106,7 @@ def test_tta_is_one_forward_of_views_times_batch():
     tta = tta_from_config("shift")
     model = PixelReader(num_classes=2048)
 
-    tta.predict(model, coded_images(4))
+    tta(model, coded_images(4))
 
     assert model.calls == [16 * 4]
 
@@ -116,7 +116,7 @@ def test_prediction_is_the_mean_of_the_view_softmaxes():
     model = PixelReader(num_classes=2048)
     images = coded_images(2)
 
-    probs = tta.predict(model, images)
+    probs = tta(model, images)
 
     views = tta.views(images).view(tta.num_views, 2, 3, SIZE, SIZE)
     expected = torch.stack([model(v).softmax(dim=1) for v in views]).mean(dim=0)

@@ -9,7 +9,7 @@ alone for the per-process comparison.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,10 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.benchmarks.timing import figures, measure_rates
-from cifar_lab.data.batched_augment import BatchedPipeline, build_batched_train
+from cifar_lab.data.batched_augment import BatchedPipeline, from_albumentations
 from cifar_lab.data.batches import BatchedImages, batch_loader
 from cifar_lab.data.datasets import ImageArrays, load_cifar
-from cifar_lab.data.transforms import augment_normalization, build_train_transform
+from cifar_lab.data.transforms import Transforms, build_transforms
 from cifar_lab.speed import usable_cores
 
 PREFETCH = 2  # DataLoader's default prefetch_factor: batches each worker has ready
@@ -46,9 +46,9 @@ def load_split(data_cfg: DictConfig, train: bool, limit: int) -> ImageArrays:
 
 
 def albumentations_rates(
-    augment: Mapping[str, Any], images: np.ndarray, stats: tuple, img_size: int, timing: DictConfig
+    transforms: Transforms, images: np.ndarray, timing: DictConfig
 ) -> dict[str, Any]:
-    transform = build_train_transform(augment, img_size, *stats)
+    transform = transforms.train
     stream = itertools.cycle(images)
 
     def step() -> int:
@@ -93,15 +93,13 @@ def _loader_rates(
 
 
 def batched_rates(
-    augment: Mapping[str, Any],
+    transforms: Transforms,
     arrays: ImageArrays,
-    stats: tuple,
-    img_size: int,
     device: torch.device,
     settings: DictConfig,
     timing: DictConfig,
 ) -> dict[str, Any]:
-    pipeline = build_batched_train(augment, img_size, *stats)
+    pipeline = from_albumentations(transforms.train, transforms.img_size)
     batch_size = settings.batch_size
     if device.type != "cpu":
         data = BatchedImages(arrays.images, arrays.labels, device=device)
@@ -125,14 +123,15 @@ def bench_data(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """`data` section: both backends for each augment config in `bench.data.augments`."""
     settings, timing = cfg.bench.data, cfg.bench
     arrays = load_split(cfg.data, train=True, limit=settings.images)
-    stats = augment_normalization(cfg.augment, cfg.data.name)
-    size = cfg.data.img_size
+    # Every compared pipeline is normalised with the run's own augment config's statistics.
+    stats = OmegaConf.to_container(cfg.augment, resolve=True).get("stats", "dataset")
     albumentations: dict[str, Any] = {}
     batched: dict[str, Any] = {}
     for name, augment_cfg in settings.augments.items():
-        augment = OmegaConf.to_container(augment_cfg, resolve=True)
-        albumentations[name] = albumentations_rates(augment, arrays.images, stats, size, timing)
-        batched[name] = batched_rates(augment, arrays, stats, size, device, settings, timing)
+        augment = {**OmegaConf.to_container(augment_cfg, resolve=True), "stats": stats}
+        transforms = build_transforms(augment, cfg.data.name, cfg.data.img_size)
+        albumentations[name] = albumentations_rates(transforms, arrays.images, timing)
+        batched[name] = batched_rates(transforms, arrays, device, settings, timing)
     headline = settings.headline
     return {
         "augment": headline,

@@ -7,17 +7,15 @@ kernel's resident-set high-water mark is reset before each one (Linux `clear_ref
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
-STATUS = Path("/proc/self/status")
+from cifar_lab.utils import peak_child_rss_mib, peak_rss_mib, reset_peak_rss
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -53,36 +51,6 @@ def measure_rates(
         synchronize(device)
         rates.append(items / (time.perf_counter() - start))
     return rates
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in STATUS.read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Restart the resident-set high-water mark (Linux >= 4.0); False where that is not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory since the last reset (since start where no reset)."""
-    kib = _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024
-
-
-def peak_child_rss_mib() -> float:
-    """The largest peak of any finished child process (e.g. DataLoader workers), since start."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 @contextmanager

@@ -1,13 +1,14 @@
 """Training-step throughput: Lightning against a plain PyTorch loop, and data + model against model.
 
-All runs use the module `cifar_lab.train.build_module` makes from the config (same net,
+All runs use the module `cifar_lab.build.build_module` makes from the config (same net,
 optimizer, schedule, loss, memory layout, compile and precision):
 - end_to_end: `Trainer.fit` with the configured datamodule, augmentation included; its peak
   RSS (`end_to_end_peak_rss_mib`) is what a training run of this config holds;
 - lightning: `Trainer.fit` on batches already in memory (what Lightning adds: hooks, metrics,
   logging); `end_to_end_over_model` = end_to_end / lightning, 1.0 when the input keeps up;
-- plain: forward, loss, backward, clip, optimizer and schedule step in a bare loop on the same
-  batches; `lightning_over_plain` pairs each Lightning repeat with a plain one run right after.
+- plain: forward, the module's own `training_loss`, backward, clip, optimizer and schedule
+  step in a bare loop on the same batches; `lightning_over_plain` pairs each Lightning
+  repeat with a plain one run right after.
 The in-memory batches are normal noise already in the model's layout on the device: the
 convolutions cost the same whatever the pixels are.
 """
@@ -22,16 +23,16 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from cifar_lab.benchmarks.timing import figures, peak_rss_mib, synchronize
+from cifar_lab.benchmarks.timing import figures, synchronize
+from cifar_lab.build import build_datamodule, build_module, quiet_trainer, resolve_precision
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.speed import cudnn_benchmark, to_memory_format
-from cifar_lab.train import build_datamodule, build_module, resolve_precision
+from cifar_lab.utils import peak_rss_mib
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 FULL_PRECISION = ("32-true", "32", 32)
@@ -71,23 +72,17 @@ class StepTimer(Callback):
 
 def bench_trainer(cfg: DictConfig, device: torch.device, timer: StepTimer) -> L.Trainer:
     """A Trainer for `timer.total_steps` training batches: no validation, logging or saving."""
-    return L.Trainer(
-        accelerator="cpu" if device.type == "cpu" else "gpu",
-        devices=1,
-        precision=resolve_precision(cfg.trainer.precision),
-        benchmark=cudnn_benchmark(cfg.trainer),
+    return quiet_trainer(
+        cfg.trainer,
+        device,
+        cfg.paths.output_dir,
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
         max_epochs=1,
         limit_train_batches=timer.total_steps,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[timer],
-        default_root_dir=cfg.paths.output_dir,
     )
 
 
@@ -148,12 +143,7 @@ def plain_step(module: CIFARClassifier, cfg: DictConfig, device: torch.device) -
         images, labels = batch
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
         with autocast:
-            if module.mixup is not None:
-                mixed, targets = module.mixup(images, labels)
-                loss = module.soft_loss(module(mixed), targets)
-            else:
-                smoothing = module.label_smoothing
-                loss = F.cross_entropy(module(images), labels, label_smoothing=smoothing)
+            loss, _ = module.training_loss(images, labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip:

@@ -36,10 +36,9 @@ from kornia.enhance import adjust_brightness, adjust_contrast, jpeg_codec_differ
 from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from cifar_lab.data.datasets import NATIVE_SIZE
 from cifar_lab.data.transforms import build_eval_transform, build_train_transform
 from cifar_lab.errors import CifarLabError
-
-BACKENDS = ("albumentations", "batched")
 
 Params = dict[str, torch.Tensor]
 
@@ -239,7 +238,7 @@ class BatchedPipeline(nn.Module):
 
 
 def from_albumentations(
-    pipeline: A.Compose, img_size: int, source_size: int = 32
+    pipeline: A.Compose, img_size: int, source_size: int = NATIVE_SIZE
 ) -> BatchedPipeline:
     """The kornia equivalent of an albumentations pipeline built by `transforms.py`."""
     steps, size = [], source_size
@@ -270,10 +269,3 @@ def build_batched_eval(
 ) -> BatchedPipeline:
     """The deterministic preprocessing (resize, CLAHE, normalise), for whole batches."""
     return from_albumentations(build_eval_transform(augment, img_size, mean, std), img_size)
-
-
-def resolve_backend(augment: Mapping[str, Any]) -> str:
-    backend = augment.get("backend") or "albumentations"
-    if backend not in BACKENDS:
-        raise CifarLabError(f"augment.backend={backend!r} is unknown; expected one of {BACKENDS}")
-    return backend

@@ -19,6 +19,12 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def to_nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) arrays -> one contiguous (N, 3, H, W) tensor, the layout kornia and
+    the convolutions expect."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
 class BatchedImages(Dataset):
     """uint8 (N, 3, H, W) images and int64 labels on `device`; `pipeline` maps each uint8 batch
     (e.g. to augmented, normalised floats) where the batch is built."""
@@ -30,9 +36,7 @@ class BatchedImages(Dataset):
         pipeline: nn.Module | None = None,
         device: torch.device | str = "cpu",
     ):
-        # HWC arrays -> one contiguous NCHW tensor, the layout the augmentation ops expect.
-        nchw = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)
-        self.images = nchw.contiguous().to(device)
+        self.images = to_nchw(images).to(device)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
         self.pipeline = pipeline
 

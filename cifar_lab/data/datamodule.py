@@ -1,73 +1,32 @@
-"""LightningDataModule for CIFAR-100/10: seeded train/val split, albumentations per image."""
+"""LightningDataModule for CIFAR-100/10 and the OOD sets scored beside them.
+
+Training: a seeded train/val split of the train images, the test split for `test`. Prediction:
+the clean test split (`predict_clean`) and every file of the configured OOD set (`ood`), one
+loader each, memory-mapped, whose batches never cross a severity block. How images become
+model inputs is the input pipeline's job (`cifar_lab.data.pipelines`), chosen once in `setup`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset
 
-from cifar_lab.data.batched_augment import from_albumentations, resolve_backend
-from cifar_lab.data.batches import BatchedImages, batch_loader
 from cifar_lab.data.datasets import ImageArrays, load_cifar
 from cifar_lab.data.mixing import mixing_enabled
-from cifar_lab.data.transforms import (
-    augment_normalization,
-    build_eval_transform,
-    build_train_transform,
-)
+from cifar_lab.data.ood import ImageSet, OODSet
+from cifar_lab.data.pipelines import InputPipeline, build_input_pipeline, resolve_backend
+from cifar_lab.data.transforms import Transforms, build_transforms
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import usable_cores
 
-
-class ArrayDataset(Dataset):
-    """uint8 HWC images + labels in memory; `transform` is an albumentations pipeline."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def reseed(self, seed: int) -> None:
-        """albumentations 2.x draws from its own generator, not numpy's global one."""
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index]
-        if self.transform is not None:
-            return self.transform(image=image)["image"], int(self.labels[index])
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(
-            self.labels[index]
-        )
-
-
-def seed_worker(worker_id: int) -> None:
-    """Give each worker, each epoch, its own augmentation stream derived from the torch seed.
-
-    Forked workers would otherwise share one copy of the albumentations generator and draw
-    identical augmentation parameters; deriving it from torch's per-worker seed also makes
-    runs repeat under `seed_everything` and resume with the restored RNG.
-    """
-    pl_worker_init_function(worker_id)
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, ArrayDataset):
-        info.dataset.reseed(torch.initial_seed() % 2**32)
-
-
-class ReseedingRandomSampler(RandomSampler):
-    """A RandomSampler that, in the main process (`num_workers=0`), reseeds the dataset's
-    augmentation from the torch RNG each epoch, for the same reasons as `seed_worker`."""
-
-    def __iter__(self):
-        self.data_source.reseed(int(torch.randint(2**31, ()).item()))
-        yield from super().__iter__()
+CLEAN_SET = "clean"  # the name of the clean test split among the predict sets
 
 
 def resolve_num_workers(num_workers: int | str) -> int:
@@ -93,7 +52,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 class CIFARDataModule(L.LightningDataModule):
-    """CIFAR-100 (or CIFAR-10) train/val/test loaders.
+    """CIFAR-100 (or CIFAR-10) train/val/test loaders, and predict loaders over OOD sets.
 
     With `val_fraction=0` the test split doubles as validation, as in many CIFAR papers;
     the reference recipe held out 20% of the training images instead.
@@ -114,14 +73,14 @@ class CIFARDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         seed: int = 42,
         augment: Mapping[str, Any] | None = None,
+        ood: OODSet | None = None,
+        predict_clean: bool = True,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["ood"])
         self.augment = dict(augment or {})
-        self.backend = resolve_backend(self.augment)
-        self.train_pipeline: torch.nn.Module | None = None  # batched backend, data on a GPU
-        self.eval_pipeline: torch.nn.Module | None = None
-        self.mean, self.std = augment_normalization(self.augment, name)
+        self.backend = resolve_backend(self.augment.get("backend"))
+        self.transforms: Transforms = build_transforms(self.augment, name, img_size)
         self.num_workers = resolve_num_workers(num_workers)
         self.root = Path(root).expanduser()
         self.drop_last_train = mixing_enabled(self.augment.get("mix"))
@@ -130,10 +89,17 @@ class CIFARDataModule(L.LightningDataModule):
                 f"data.batch_size={batch_size} is odd but CutMix/MixUp pair images within a "
                 f"batch; use an even batch size or set augment.mix=null"
             )
+        self.ood, self.predict_clean = ood, predict_clean
+        self.input: InputPipeline | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.predict_sets: list[ImageSet] | None = None
         self.classes: list[str] = []
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
 
     # --- data on disk -------------------------------------------------------------------
     def _load(self, train: bool, download: bool = False) -> ImageArrays:
@@ -141,11 +107,36 @@ class CIFARDataModule(L.LightningDataModule):
         return load_cifar(hp.name, self.root, train, download, hp.check_integrity)
 
     def prepare_data(self) -> None:
-        if self.hparams.download:
+        """Download what this stage reads: both splits to fit, the test split to predict."""
+        if not self.hparams.download:
+            return
+        predicting = self.trainer is not None and self.trainer.state.fn == TrainerFn.PREDICTING
+        if not predicting:
             self._load(train=True, download=True)
+        if self.predict_clean or not predicting:
             self._load(train=False, download=True)
 
+    def data_device(self) -> torch.device:
+        """Where batches are built: the trainer's device, else the CPU."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def input_pipeline(self) -> InputPipeline:
+        """The strategy of `augment.backend`, made once the trainer (and so the device) is known."""
+        if self.input is None:
+            self.input = build_input_pipeline(
+                self.backend,
+                self.transforms,
+                self.num_workers,
+                self.data_device(),
+                self.hparams.pin_memory,
+            )
+        return self.input
+
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self.load_predict_sets()
+            return
         if self.train_set is not None:
             return
         hp = self.hparams
@@ -156,82 +147,48 @@ class CIFARDataModule(L.LightningDataModule):
                 f"data.num_classes={hp.num_classes}; pick the matching data config"
             )
         self.classes = train.classes
-        train_tf = build_train_transform(self.augment, hp.img_size, self.mean, self.std)
-        eval_tf = self.eval_transform()
-        if self.backend == "batched":
-            train_tf, eval_tf = self._batched_pipelines(train_tf, eval_tf)
+        pipeline = self.input_pipeline()
         if hp.val_fraction > 0:
             train_idx, val_idx = split_indices(len(train), hp.val_fraction, hp.seed)
-            make = self._dataset
-            self.train_set = make(train.images[train_idx], train.labels[train_idx], train_tf)
-            self.val_set = make(train.images[val_idx], train.labels[val_idx], eval_tf)
+            self.train_set = pipeline.train_set(train.images[train_idx], train.labels[train_idx])
+            self.val_set = pipeline.eval_set(train.images[val_idx], train.labels[val_idx])
         else:
-            self.train_set = self._dataset(train.images, train.labels, train_tf)
-            self.val_set = self._dataset(test.images, test.labels, eval_tf)
-        self.test_set = self._dataset(test.images, test.labels, eval_tf)
+            self.train_set = pipeline.train_set(train.images, train.labels)
+            self.val_set = pipeline.eval_set(test.images, test.labels)
+        self.test_set = pipeline.eval_set(test.images, test.labels)
 
-    # --- batched backend: whole uint8 batches augmented by kornia -------------------------
-    def data_device(self) -> torch.device:
-        """Where the batched backend keeps the images: the trainer's device, else the CPU."""
-        trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
-    def _batched_pipelines(self, train_tf: Callable, eval_tf: Callable) -> tuple[Any, Any]:
-        """kornia versions of both pipelines. On a GPU they run in `on_after_batch_transfer`
-        (the datasets serve raw uint8); on the CPU the datasets run them in the loader workers."""
-        size = self.hparams.img_size
-        train_pipe = from_albumentations(train_tf, size)
-        eval_pipe = from_albumentations(eval_tf, size)
-        if self.data_device().type == "cpu":
-            return train_pipe, eval_pipe
-        self.train_pipeline, self.eval_pipeline = train_pipe, eval_pipe
-        return None, None
-
-    def _dataset(self, images: np.ndarray, labels: np.ndarray, transform: Any) -> Dataset:
-        if self.backend == "batched":
-            return BatchedImages(images, labels, transform, device=self.data_device())
-        return ArrayDataset(images, labels, transform)
+    def load_predict_sets(self) -> list[ImageSet]:
+        """The clean test split (if `predict_clean`) and the OOD set's files, checked (shapes,
+        labels) but not read: `predict` calls this before scoring so bad files fail first."""
+        if self.predict_sets is not None:
+            return self.predict_sets
+        sets: list[ImageSet] = []
+        if self.predict_clean:
+            test = self._load(train=False, download=self.hparams.download)
+            self.classes = test.classes
+            sets.append(ImageSet.in_memory(CLEAN_SET, test.images, test.labels))
+        if self.ood is not None:
+            sets += self.ood.image_sets()
+        self.predict_sets = sets
+        return sets
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Batched backend with the data on a GPU: random augmentation for training batches,
-        resize/CLAHE/normalise only for every other batch; anything not uint8 passes through."""
-        if self.train_pipeline is None or not isinstance(batch, (tuple, list)):
-            return batch
-        images, *rest = batch
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-            return batch
         training = self.trainer is not None and self.trainer.training
-        pipeline = self.train_pipeline if training else self.eval_pipeline
-        return (pipeline(images), *rest)
-
-    def eval_transform(self) -> Callable:
-        """The deterministic preprocessing of val/test, reused for OOD sets by `predict`."""
-        return build_eval_transform(self.augment, self.hparams.img_size, self.mean, self.std)
+        return self.input_pipeline().on_after_batch_transfer(batch, training)
 
     # --- loaders ------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        hp = self.hparams
-        batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
-        if isinstance(dataset, BatchedImages):
-            drop_last, workers = train and self.drop_last_train, self.num_workers
-            return batch_loader(dataset, batch_size, train, drop_last, workers, seed_worker)
-        # Workers are not persistent: each epoch's workers are seeded from the torch RNG,
-        # which a checkpoint restores, so a resumed run draws the same augmentations.
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=ReseedingRandomSampler(dataset) if train else None,
-            drop_last=train and self.drop_last_train,
-            num_workers=self.num_workers,
-            pin_memory=hp.pin_memory and torch.cuda.is_available(),
-            worker_init_fn=seed_worker,
+    def train_dataloader(self) -> DataLoader:
+        return self.input_pipeline().loader(
+            self.train_set, self.hparams.batch_size, True, self.drop_last_train
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self.input_pipeline().loader(self.val_set, self.eval_batch_size, False, False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self.input_pipeline().loader(self.test_set, self.eval_batch_size, False, False)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        """One loader per predict set, in `predict_sets` order (the clean split first)."""
+        pipeline = self.input_pipeline()
+        return [pipeline.predict_loader(s, self.eval_batch_size) for s in self.load_predict_sets()]

@@ -17,6 +17,9 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from cifar_lab.errors import CifarLabError
 
 DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+# CIFAR images (and every CIFAR-C / leaderboard image) are 32 x 32 RGB.
+NATIVE_SIZE = 32
+IMAGE_SHAPE = (NATIVE_SIZE, NATIVE_SIZE, 3)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ argument (e.g. `var_limit` on GaussNoise) and silently trains without it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
+from cifar_lab.data.datasets import NATIVE_SIZE
 from cifar_lab.errors import CifarLabError
 
 # Per-channel mean/std of the training images, on the 0-1 scale.
@@ -120,7 +122,7 @@ def _train_step(name: str, spec: Mapping[str, Any], img_size: int) -> list[A.Bas
 def _preprocess(augment: Mapping[str, Any], img_size: int) -> list[A.BasicTransform]:
     """Steps every image gets, train and eval alike: resize to `img_size`, then CLAHE if on."""
     steps: list[A.BasicTransform] = []
-    if img_size != 32:
+    if img_size != NATIVE_SIZE:
         steps.append(
             _strict(A.Resize, height=img_size, width=img_size, interpolation=cv2.INTER_CUBIC)
         )
@@ -174,3 +176,27 @@ def unknown_steps(augment: Mapping[str, Any]) -> list[str]:
     """Keys of an augment config that no step reads (a typo would otherwise be ignored)."""
     known = set(TRAIN_STEPS) | {"name", "clahe", "stats", "mix", "backend"}
     return sorted(set(augment) - known)
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The per-image train and eval pipelines of one `augment` config, and their normalisation."""
+
+    train: A.Compose
+    eval: A.Compose
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    img_size: int
+
+
+def build_transforms(augment: Mapping[str, Any], dataset: str, img_size: int) -> Transforms:
+    """Both pipelines of `augment` for `dataset` at `img_size`: what the datamodule, the
+    augmentation preview and the benchmarks all use."""
+    mean, std = augment_normalization(augment, dataset)
+    return Transforms(
+        train=build_train_transform(augment, img_size, mean, std),
+        eval=build_eval_transform(augment, img_size, mean, std),
+        mean=tuple(mean),
+        std=tuple(std),
+        img_size=img_size,
+    )

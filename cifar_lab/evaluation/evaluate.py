@@ -1,5 +1,6 @@
-"""Score one kind of image set and write its reports: the clean test split, a labelled
-corruption set (CIFAR-10/100-C) or the unlabelled leaderboard set. Each returns metrics by name.
+"""Metrics and reports of one kind of scored image set: the clean test split, a labelled
+corruption set (CIFAR-10/100-C) or the unlabelled leaderboard set. Each takes the `Scores` that
+`Trainer.predict` produced for its sets and returns metrics by name.
 """
 
 from __future__ import annotations
@@ -9,30 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from cifar_lab.evaluation.ood import CorruptionSet, LeaderboardSet, OODFile
+from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.evaluation.plots import plot_confusion, plot_severity_bars, plot_severity_curves
-from cifar_lab.evaluation.reports import (
+from cifar_lab.evaluation.scoring import ScoredSets, Scores
+from cifar_lab.evaluation.tables import (
     confusion_matrix,
     corruption_errors,
     read_severity_table,
     severity_metrics,
     severity_summary,
     submission_rows,
-    write_csv,
     write_per_class,
     write_severity_summary,
     write_severity_table,
 )
-from cifar_lab.evaluation.scoring import Scorer, Scores
+from cifar_lab.utils import write_csv
 
 
 def evaluate_clean(
-    scorer: Scorer, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], out_dir: Path
+    scores: Scores, labels: np.ndarray, classes: Sequence[str], out_dir: Path
 ) -> dict[str, float]:
     """Top-1/top-5 accuracy, per_class_accuracy.csv and confusion_matrix.png."""
-    (scores,) = scorer.score([images])
     metrics = {"clean/acc": scores.accuracy(labels), "clean/images_per_s": scores.images_per_s}
     if len(classes) >= 5:
         metrics["clean/acc_top5"] = scores.accuracy(labels, top_k=5)
@@ -43,27 +42,15 @@ def evaluate_clean(
     return metrics
 
 
-def score_files(
-    scorer: Scorer, files: Sequence[OODFile], desc: str, progress: bool
-) -> Iterator[tuple[OODFile, list[Scores]]]:
-    """Each file's five severity blocks, one file memory-mapped at a time: its pages are
-    released when the next file opens, which bounds resident memory to about one file."""
-    for file in tqdm(files, desc=desc, unit="file", disable=not progress):
-        images = file.open()
-        scores = scorer.score([images[block] for block in file.severity_slices()])
-        del images
-        yield file, scores
-
-
 @dataclass
 class Throughput:
-    """Images and seconds summed over scored blocks (their probabilities are not kept)."""
+    """Images and seconds summed over scored blocks."""
 
     images: int = 0
     seconds: float = 0.0
 
     def add(self, scores: Sequence[Scores]) -> None:
-        self.images += sum(len(s.probs) for s in scores)
+        self.images += sum(len(s) for s in scores)
         self.seconds += sum(s.seconds for s in scores)
 
     @property
@@ -72,21 +59,15 @@ class Throughput:
 
 
 def evaluate_corruptions(
-    scorer: Scorer,
-    ood: CorruptionSet,
-    files: Sequence[OODFile],
-    labels: np.ndarray,
-    out_dir: Path,
-    clean_acc: float | None,
-    progress: bool,
+    ood: CorruptionSet, scored: ScoredSets, out_dir: Path, clean_acc: float | None
 ) -> dict[str, float]:
     """Accuracy per corruption x severity, the benchmark-15 and all-19 means, mCE against
     `ood.reference_csv`; ood_accuracy.csv, ood_severity.csv (+ ood_mce.csv) and two plots."""
     accuracy: dict[str, list[float]] = {}
     throughput = Throughput()
-    for file, scores in score_files(scorer, files, ood.name, progress):
-        accuracy[file.name] = [
-            s.accuracy(labels[b]) for s, b in zip(scores, file.severity_slices(), strict=True)
+    for name, (image_set, scores) in scored.items():
+        accuracy[name] = [
+            s.accuracy(image_set.labels[b]) for s, b in zip(scores, image_set.blocks, strict=True)
         ]
         throughput.add(scores)
     groups = {"benchmark": ood.benchmark, "all": ood.corruptions}
@@ -125,22 +106,20 @@ def mce_report(
 
 
 def evaluate_leaderboard(
-    scorer: Scorer, ood: LeaderboardSet, files: Sequence[OODFile], out_dir: Path, progress: bool
+    ood: LeaderboardSet, scored: ScoredSets, out_dir: Path
 ) -> dict[str, float]:
     """submission_ood.csv (`id,label`, file x severity x index order) and, as there are no
     labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots)."""
-    confidence: dict[str, list[float]] = {}
+    confidence = {name: [s.confidence for s in scores] for name, (_, scores) in scored.items()}
     throughput = Throughput()
+    for _, scores in scored.values():
+        throughput.add(scores)
 
     def rows() -> Iterator[tuple[str, int]]:
-        for file, scores in score_files(scorer, files, ood.name, progress):
-            confidence[file.name] = [s.confidence for s in scores]
-            throughput.add(scores)
-            yield from submission_rows(file.name, np.concatenate([s.predictions for s in scores]))
+        for name, (_, scores) in scored.items():
+            yield from submission_rows(name, np.concatenate([s.predictions for s in scores]))
 
-    submission = out_dir / "submission_ood.csv"
-    partial = write_csv(submission.with_suffix(".csv.part"), ["id", "label"], rows())
-    partial.replace(submission)  # a submission file only ever holds every row
+    write_csv(out_dir / "submission_ood.csv", ["id", "label"], rows())
     groups = {"all": ood.names}
     summary = severity_summary(confidence, groups)
     metrics = severity_metrics("ood/confidence", confidence, summary)

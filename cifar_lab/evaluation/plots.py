@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from cifar_lab.evaluation.ood import SEVERITIES
+from cifar_lab.data.ood import SEVERITIES
 
 
 def save(fig: Figure, path: Path) -> Path:

@@ -1,146 +1,126 @@
-"""Class probabilities for uint8 image arrays: one model, one preprocessing, one Trainer.
+"""What `Trainer.predict` yields, kept small: the top-k classes and probabilities per image.
 
-Clean and corrupted images take this same path (the datamodule's eval transform per image,
-`Trainer.predict` with the module's TTA-aware `predict_step`), so an OOD file that copies the
-test set scores exactly like the test set.
+The module's predict step returns class probabilities (averaged over its TTA views); a
+`PredictionCollector` callback keeps only each image's `k` most probable classes, so scoring
+the 950,000 leaderboard images holds a few tens of MB instead of every softmax. Batches are
+timed as they arrive, so each set reports its own images/s.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-from cifar_lab.evaluation.tta import TestTimeAugmentation
-from cifar_lab.models.classifier import CIFARClassifier
-from cifar_lab.train import resolve_precision
+from cifar_lab.data.datamodule import CIFARDataModule
+from cifar_lab.data.ood import ImageSet
 
-
-class ImageBatches(Dataset):
-    """Preprocessed batches cut from uint8 (N, H, W, 3) arrays, never across two arrays.
-
-    One item is one batch, so a loader worker reads it as one contiguous slice (a memory-mapped
-    array reads only those pages) and a block scores the same whatever is scored beside it.
-    """
-
-    def __init__(self, blocks: Sequence[np.ndarray], transform: Callable, batch_size: int):
-        self.blocks, self.transform = list(blocks), transform
-        self.index = [
-            (b, start, min(start + batch_size, len(block)))
-            for b, block in enumerate(self.blocks)
-            for start in range(0, len(block), batch_size)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        b, start, stop = self.index[i]
-        return torch.stack([self.transform(image=im)["image"] for im in self.blocks[b][start:stop]])
+TOP_K = 5
 
 
 @dataclass
 class Scores:
-    """Probabilities (N, C) of one block of images and its share of the scoring wall time."""
+    """The `k` most probable classes of each image of one block, most probable first."""
 
-    probs: torch.Tensor
+    top_classes: np.ndarray  # (N, k) int64
+    top_probs: np.ndarray  # (N, k) float32
     seconds: float
+
+    def __len__(self) -> int:
+        return len(self.top_classes)
 
     @property
     def images_per_s(self) -> float:
-        return len(self.probs) / max(self.seconds, 1e-9)
+        return len(self) / max(self.seconds, 1e-9)
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.probs.argmax(dim=1).numpy()
+        return self.top_classes[:, 0]
+
+    @property
+    def confidences(self) -> np.ndarray:
+        """Each image's max-softmax probability."""
+        return self.top_probs[:, 0]
 
     @property
     def confidence(self) -> float:
         """Mean max-softmax: how sure the model is, readable without labels."""
-        return float(self.probs.max(dim=1).values.mean())
+        return float(self.confidences.mean())
 
     def accuracy(self, labels: np.ndarray, top_k: int = 1) -> float:
         """Fraction of images whose label is among the `top_k` most probable classes."""
         labels = np.asarray(labels)
-        if top_k == 1:
-            return float(np.mean(self.predictions == labels))
-        top = self.probs.topk(top_k, dim=1).indices.numpy()
-        return float(np.mean((top == labels[:, None]).any(axis=1)))
+        hits = (self.top_classes[:, :top_k] == labels[:, None]).any(axis=1)
+        return float(hits.mean())
 
 
-class Scorer:
-    """Runs `module` over uint8 (N, H, W, 3) arrays; memory-mapped arrays stay on disk."""
+class PredictionCollector(BasePredictionWriter):
+    """Per predict loader (one `ImageSet` each), the top-k of every batch and its wall time."""
 
-    def __init__(
+    def __init__(self, top_k: int = TOP_K):
+        super().__init__(write_interval="batch")
+        self.top_k = top_k
+        self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.seconds: dict[int, float] = {}
+        self._clock = 0.0
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.parts, self.seconds = {}, {}
+        self._clock = time.perf_counter()
+
+    def write_on_batch_end(
         self,
-        module: CIFARClassifier,
-        transform: Callable,
         trainer: L.Trainer,
-        batch_size: int = 256,
-        num_workers: int = 0,
-    ):
-        self.module, self.transform, self.trainer = module, transform, trainer
-        self.batch_size, self.num_workers = batch_size, num_workers
+        pl_module: L.LightningModule,
+        prediction: torch.Tensor,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        k = min(self.top_k, prediction.shape[1])
+        top = prediction.float().topk(k, dim=1)
+        self.parts.setdefault(dataloader_idx, []).append((top.indices.cpu(), top.values.cpu()))
+        now = time.perf_counter()
+        self.seconds[dataloader_idx] = self.seconds.get(dataloader_idx, 0.0) + now - self._clock
+        self._clock = now
 
-    def score(self, blocks: Sequence[np.ndarray]) -> list[Scores]:
-        """One `Scores` per block, all blocks in one `Trainer.predict` call."""
-        dataset = ImageBatches(blocks, self.transform, self.batch_size)
-        loader = DataLoader(
-            dataset,
-            batch_size=None,  # items are batches already
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-        )
-        start = time.perf_counter()
-        outputs = self.trainer.predict(self.module, dataloaders=loader)
-        seconds = time.perf_counter() - start
-        dataset.blocks = []  # the Trainer keeps the loader; let go of (memory-mapped) images
-        per_block: list[list[torch.Tensor]] = [[] for _ in blocks]
-        for (b, _, _), probs in zip(dataset.index, outputs, strict=True):
-            per_block[b].append(probs)
-        total = max(sum(len(block) for block in blocks), 1)
-        return [
-            Scores(torch.cat(parts), seconds * len(block) / total)
-            for parts, block in zip(per_block, blocks, strict=True)
-        ]
+    def scores(self, index: int, image_set: ImageSet) -> list[Scores]:
+        """One `Scores` per block of `image_set`, the set served by predict loader `index`."""
+        parts = self.parts.get(index, [])
+        classes = torch.cat([c for c, _ in parts]).numpy() if parts else np.zeros((0, 1), int)
+        probs = torch.cat([p for _, p in parts]).numpy() if parts else np.zeros((0, 1), "f4")
+        total = max(len(classes), 1)
+        seconds = self.seconds.get(index, 0.0)
+        start = image_set.blocks[0].start if image_set.blocks else 0
+        out = []
+        for block in image_set.blocks:
+            rows = slice(block.start - start, block.stop - start)
+            n = rows.stop - rows.start
+            out.append(Scores(classes[rows], probs[rows], seconds * n / total))
+        return out
 
 
-def score_arrays(
-    module: CIFARClassifier,
-    images: np.ndarray,
-    labels: np.ndarray | None,
-    transform: Callable,
-    tta: TestTimeAugmentation | None = None,
-    batch_size: int = 256,
-    trainer: L.Trainer | None = None,
-    num_workers: int = 0,
-) -> dict[str, float]:
-    """Top-1 accuracy (when `labels` are given) and images/s of `module` with `tta` on `images`:
-    the one-call form for benchmarks. `tta` replaces the module's own for this call."""
-    trainer = trainer or L.Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=resolve_precision("auto"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
-    previous, module.tta = module.tta, tta
-    try:
-        (scores,) = Scorer(module, transform, trainer, batch_size, num_workers).score([images])
-    finally:
-        module.tta = previous
-    result = {
-        "images": float(len(images)),
-        "seconds": scores.seconds,
-        "images_per_s": scores.images_per_s,
+# Each scored set by name: the set and one `Scores` per block (severity).
+ScoredSets = Mapping[str, tuple[ImageSet, Sequence[Scores]]]
+
+
+def score_sets(
+    module: L.LightningModule,
+    datamodule: CIFARDataModule,
+    make_trainer: Callable[[list[Callback]], L.Trainer],
+) -> dict[str, tuple[ImageSet, list[Scores]]]:
+    """Every predict set of `datamodule` through one `Trainer.predict` call of `module`."""
+    collector = PredictionCollector()
+    trainer = make_trainer([collector])
+    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    return {
+        image_set.name: (image_set, collector.scores(i, image_set))
+        for i, image_set in enumerate(datamodule.predict_sets)
     }
-    if labels is not None:
-        result["acc"] = scores.accuracy(labels)
-    return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -14,14 +14,19 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lab import __version__
+from cifar_lab.checkpoint import (
+    CHECKPOINT_KEY,
+    RNG_KEY,
+    CheckpointPayload,
+    collect_rng_states,
+    set_rng_states,
+)
 from cifar_lab.data.mixing import build_mixup
-from cifar_lab.models.rng import collect_rng_states, set_rng_states
 from cifar_lab.speed import prepare_net, to_memory_format
 
-if TYPE_CHECKING:
-    from cifar_lab.evaluation.tta import TestTimeAugmentation
-
-CHECKPOINT_KEY = "cifar_lab"
+# (model, images) -> class probabilities averaged over test-time views, e.g. a
+# `cifar_lab.models.tta.TestTimeAugmentation`.
+TestTimeViews = Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 def accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -38,6 +43,7 @@ class CIFARClassifier(L.LightningModule):
     `optimizer` and `scheduler` are partials from the `optim` config, completed in
     `configure_optimizers` once the number of steps is known. `run_config` (the resolved Hydra
     config) travels in every checkpoint so `predict` can rebuild the model from the file alone.
+    `tta` is how the predict step averages over test-time views (None: the image as it is).
     """
 
     def __init__(
@@ -49,7 +55,7 @@ class CIFARClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mix: Mapping[str, Any] | None = None,
         run_config: Mapping[str, Any] | None = None,
-        tta: TestTimeAugmentation | None = None,
+        tta: TestTimeViews | None = None,
         channels_last: bool = False,
         compile: bool | Mapping[str, Any] | None = None,
     ):
@@ -80,17 +86,23 @@ class CIFARClassifier(L.LightningModule):
         if self.trainer.ckpt_path is None:
             self.val_acc_best.reset()
 
+    def training_loss(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one training batch: CutMix/MixUp soft targets when mixing is on,
+        else cross-entropy with label smoothing. The plain-loop benchmark calls this too."""
+        if self.mixup is not None:
+            images, soft_targets = self.mixup(images, labels)
+            logits = self(images)
+            return self.soft_loss(logits, soft_targets), logits
+        logits = self(images)
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
+
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         images, labels = batch
-        if self.mixup is not None:
-            images, soft_targets = self.mixup(images, labels)
-            logits = self(images)
-            loss = self.soft_loss(logits, soft_targets)
-        else:
-            logits = self(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        loss, logits = self.training_loss(images, labels)
         self.train_loss(loss)
         self.train_metrics(logits, labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -121,7 +133,7 @@ class CIFARClassifier(L.LightningModule):
         """Class probabilities, averaged over the test-time views when `tta` is set."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         if self.tta is not None:
-            return self.tta.predict(self, images)
+            return self.tta(self, images)
         return self(images).float().softmax(dim=1)
 
     # --- optimisation -------------------------------------------------------------------
@@ -145,14 +157,14 @@ class CIFARClassifier(L.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "version": __version__,
-            "config": self.run_config,
-            "wandb_id": self.wandb_id,
-            "num_classes": self.num_classes,
-        }
-        checkpoint["rng_states"] = collect_rng_states()
+        checkpoint[CHECKPOINT_KEY] = CheckpointPayload(
+            version=__version__,
+            num_classes=self.num_classes,
+            config=self.run_config,
+            wandb_id=self.wandb_id,
+        ).to_dict()
+        checkpoint[RNG_KEY] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
+        if RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])

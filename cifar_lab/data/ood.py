@@ -6,6 +6,7 @@ Robustness to Common Corruptions and Perturbations"). CIFAR-C adds `labels.npy` 
 repeated per severity); the leaderboard set has no labels, it is scored by submission.
 
 Files are memory-mapped (`np.load(mmap_mode="r")`), so only the pages being scored are read.
+The datamodule serves each file as an `ImageSet` whose batches never cross a severity block.
 """
 
 from __future__ import annotations
@@ -18,10 +19,36 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
+from cifar_lab.data.datasets import IMAGE_SHAPE
 from cifar_lab.errors import CifarLabError
 
 SEVERITIES = 5
-IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images `predict` scores: an in-memory array or a `.npy` file memory-mapped on each read,
+    cut into `blocks` (e.g. severities) that no batch crosses, with optional labels per image."""
+
+    name: str
+    source: np.ndarray | Path
+    blocks: tuple[slice, ...]
+    labels: np.ndarray | None = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images [start, stop) as a uint8 (n, 32, 32, 3) array in memory. A file is mapped for
+        this read only, so its pages are not held between batches."""
+        if isinstance(self.source, Path):
+            return np.array(np.load(self.source, mmap_mode="r")[start:stop])
+        return self.source[start:stop]
+
+    @property
+    def num_images(self) -> int:
+        return self.blocks[-1].stop if self.blocks else 0
+
+    @classmethod
+    def in_memory(cls, name: str, images: np.ndarray, labels: np.ndarray | None) -> ImageSet:
+        return cls(name, images, (slice(0, len(images)),), labels)
 
 
 @dataclass(frozen=True)
@@ -39,6 +66,9 @@ class OODFile:
     def severity_slices(self) -> list[slice]:
         n = self.per_severity
         return [slice(s * n, (s + 1) * n) for s in range(SEVERITIES)]
+
+    def image_set(self, labels: np.ndarray | None = None) -> ImageSet:
+        return ImageSet(self.name, self.path, tuple(self.severity_slices()), labels)
 
 
 def check_images(path: Path) -> OODFile:
@@ -143,6 +173,10 @@ class LeaderboardSet:
             )
         return [check_images(self.root / f"{n}.npy") for n in self.names]
 
+    def image_sets(self) -> list[ImageSet]:
+        """One unlabelled set per distortion file, in file order."""
+        return [file.image_set() for file in self.files()]
+
 
 class CorruptionSet:
     """CIFAR-10-C / CIFAR-100-C: `{corruption}.npy` (50000, 32, 32, 3) + `labels.npy`.
@@ -226,6 +260,12 @@ class CorruptionSet:
 
     def labels(self, files: Sequence[OODFile]) -> np.ndarray:
         return check_labels(self.labels_path, self.num_classes, SEVERITIES * files[0].per_severity)
+
+    def image_sets(self) -> list[ImageSet]:
+        """One labelled set per corruption file present; files and labels are checked first."""
+        files = self.files()
+        labels = self.labels(files)
+        return [file.image_set(labels) for file in files]
 
 
 OODSet = LeaderboardSet | CorruptionSet

@@ -1,4 +1,6 @@
-"""What `predict` writes: per-class and per-corruption CSVs, metrics by name, the submission.
+"""The tables `predict` writes: per-class and per-corruption CSVs, metrics by name, submission rows.
+
+(Sweep tables are `cifar_lab.sweeps.ranking`'s job.)
 
 Accuracies are fractions (0-1), like Lightning's `test/acc`. mCE follows Hendrycks & Dietterich
 (2019): CE_c = sum_s E_{s,c} / sum_s E^ref_{s,c}, averaged over the benchmark corruptions.
@@ -14,9 +16,9 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from cifar_lab.cli import write_csv
+from cifar_lab.data.ood import SEVERITIES
 from cifar_lab.errors import CifarLabError
-from cifar_lab.evaluation.ood import SEVERITIES
+from cifar_lab.utils import write_csv
 
 SeverityTable = Mapping[str, Sequence[float]]  # corruption -> one value per severity 1..5
 SEVERITY_COLUMNS = [f"severity_{s}" for s in range(1, SEVERITIES + 1)]

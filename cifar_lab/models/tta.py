@@ -1,5 +1,8 @@
 """Test-time augmentation: average the softmax over flipped and shifted copies of each image.
 
+A `TestTimeAugmentation` is a part the LightningModule is built with (`tta=` in its
+constructor, from the `tta` config): its predict step calls it with the network and a batch.
+
 Flip x small-translation TTA is the CIFAR recipe of airbench (Jordan, 2024) and of the course
 reference (Moore neighbourhood at distances 1 and 2 = 16 shifted views). All views of a batch
 go through the network as one batch of size views x batch, so TTA costs one forward pass.
@@ -103,7 +106,7 @@ class TestTimeAugmentation:
             ]
         )
 
-    def predict(
+    def __call__(
         self, model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
     ) -> torch.Tensor:
         """Class probabilities of `images`: the softmax of every view, averaged per image."""

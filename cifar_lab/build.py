@@ -1,0 +1,121 @@
+"""Builds a run's objects from its composed config; every entry point goes through here.
+
+The module (backbone, optimizer and scheduler partials, loss, TTA), the datamodule (with an OOD
+set for `predict`), the precision, the lr scaling, the callbacks and the Trainers. Entry points
+import this module and never each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lab.data.datamodule import CIFARDataModule
+from cifar_lab.data.ood import OODSet
+from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.models.tta import TestTimeAugmentation
+from cifar_lab.speed import cudnn_benchmark, split_model_config
+
+
+def resolve_precision(precision: str | int) -> str | int:
+    """`auto`: bf16 autocast where the GPU supports it, else full fp32 (bf16 on a CPU without
+    AMX is several times slower than fp32)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def scaled_lr(cfg: DictConfig, processes: int = 1) -> float:
+    """The configured lr, times global batch/256 when `optim.scale_lr_by_batch` (Goyal et al.,
+    2017); under DDP the global batch is data.batch_size x processes."""
+    lr = float(cfg.optim.optimizer.lr)
+    if cfg.optim.get("scale_lr_by_batch"):
+        lr *= cfg.data.batch_size * processes / 256
+    return lr
+
+
+def build_tta(tta_cfg: DictConfig | None) -> TestTimeAugmentation | None:
+    """The `tta` config's views (`tta=none`: one view, the image as it is)."""
+    return instantiate(tta_cfg) if tta_cfg and tta_cfg.get("_target_") else None
+
+
+def build_module(
+    cfg: DictConfig,
+    run_config: dict[str, Any] | None = None,
+    processes: int = 1,
+    tta: TestTimeAugmentation | None = None,
+) -> CIFARClassifier:
+    """The LightningModule for `cfg`: backbone from `model`, partials from `optim`, `tta` for
+    its predict step."""
+    scheduler_cfg = cfg.optim.get("scheduler")
+    model_cfg, speed_options = split_model_config(cfg.model)
+    # _convert_="all": plain lists/dicts, so optimizer state (betas) unpickles with weights_only
+    return CIFARClassifier(
+        net=instantiate(model_cfg, _convert_="all"),
+        optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg, processes), _convert_="all"),
+        scheduler=instantiate(scheduler_cfg, _convert_="all") if scheduler_cfg else None,
+        num_classes=cfg.data.num_classes,
+        label_smoothing=cfg.loss.label_smoothing,
+        mix=OmegaConf.to_container(cfg.augment.mix) if cfg.augment.get("mix") else None,
+        run_config=run_config,
+        tta=tta,
+        **speed_options,
+    )
+
+
+def build_ood(ood_cfg: DictConfig | None) -> OODSet | None:
+    """The `ood` config's set (leaderboard or CIFAR-C), None for `ood=none`."""
+    return instantiate(ood_cfg) if ood_cfg and ood_cfg.get("_target_") else None
+
+
+def build_datamodule(
+    cfg: DictConfig, ood: OODSet | None = None, predict_clean: bool = True
+) -> CIFARDataModule:
+    """The `data` config's datamodule with the `augment` config as plain dicts; `ood` and
+    `predict_clean` choose what its predict loaders serve."""
+    augment = OmegaConf.to_container(cfg.augment, resolve=True)
+    return instantiate(
+        cfg.data, augment=augment, ood=ood, predict_clean=predict_clean, _convert_="all"
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+
+
+def trainer_settings(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """The Trainer keywords cifar-lab resolves itself: `precision: auto` and `benchmark: null`."""
+    return {
+        "precision": resolve_precision(trainer_cfg.precision),
+        "benchmark": cudnn_benchmark(trainer_cfg),
+    }
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The `trainer` config's Trainer, with resolved settings and `kwargs` (callbacks, logger)."""
+    return instantiate(trainer_cfg, **trainer_settings(trainer_cfg), **kwargs)
+
+
+def quiet_trainer(
+    trainer_cfg: DictConfig, device: torch.device, root_dir: str, **kwargs: Any
+) -> L.Trainer:
+    """A one-device Trainer for measurements: no logger, checkpoints, summary or progress bar;
+    the `trainer` config's precision and cudnn setting; `kwargs` add to or replace these."""
+    settings: dict[str, Any] = {
+        "accelerator": "cpu" if device.type == "cpu" else "gpu",
+        "devices": 1,
+        **trainer_settings(trainer_cfg),
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": root_dir,
+    }
+    return L.Trainer(**{**settings, **kwargs})

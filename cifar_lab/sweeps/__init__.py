@@ -1,0 +1,1 @@
+"""Hydra multiruns: their job folders, continuing a search, and the sweep report."""

@@ -1,0 +1,1 @@
+"""What a training run needs beside the model and data: loggers and DDP process handling."""
