@@ -7,6 +7,7 @@ import this module and never each other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -17,9 +18,66 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.ood import OODSet
+from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.speed import cudnn_benchmark, split_model_config
+
+# The groups of a stored run config (in a checkpoint) that are rebuilt from it, and the only
+# objects such a config may build: a checkpoint is a shared file, and Hydra's `_target_` would
+# otherwise call any importable function it names (e.g. `shutil.copyfile`).
+REBUILT_GROUPS = ("data", "model", "augment", "optim", "loss")
+TRUSTED_TARGETS = frozenset(
+    {
+        "cifar_lab.models.create_convnet",
+        "cifar_lab.models.create_timm_net",
+        "cifar_lab.models.convnet.create_convnet",
+        "cifar_lab.models.timm_net.create_timm_net",
+        "timm.optim.create_optimizer_v2",
+        "cifar_lab.models.schedule.warmup_cosine",
+        "cifar_lab.data.CIFARDataModule",
+        "cifar_lab.data.datamodule.CIFARDataModule",
+    }
+)
+HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+
+
+def check_trusted(config: Any, source: str, path: str = "") -> None:
+    """Raise a one-line error, naming the key, if `config` (read from `source`, e.g. a
+    checkpoint) would make Hydra build anything but `TRUSTED_TARGETS` (any `_target_`,
+    `_args_` or `_partial_` elsewhere), or holds an interpolation to resolve."""
+    if isinstance(config, Mapping):
+        special = [key for key in HYDRA_KEYS if key in config]
+        if special and config.get("_target_") not in TRUSTED_TARGETS:
+            key = f"{path}.{special[0]}" if path else special[0]
+            raise CifarLabError(
+                f"{source} asks Hydra to build {key}={config[special[0]]!r}, which is not one of "
+                f"cifar-lab's own objects {sorted(TRUSTED_TARGETS)}; refusing to run it: use a "
+                f"checkpoint written by cifar_lab.train"
+            )
+        for key, value in config.items():
+            check_trusted(value, source, f"{path}.{key}" if path else str(key))
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            check_trusted(value, source, f"{path}[{i}]")
+    elif isinstance(config, str) and "${" in config:
+        raise CifarLabError(
+            f"{source} holds an unresolved interpolation {path}={config!r}; a stored config is "
+            f"resolved when saved: use a checkpoint written by cifar_lab.train"
+        )
+
+
+def stored_run_config(stored: Mapping[str, Any], source: str) -> DictConfig:
+    """The groups of a stored config that runs are rebuilt from, checked by `check_trusted`."""
+    missing = [group for group in REBUILT_GROUPS if group not in stored]
+    if missing:
+        raise CifarLabError(
+            f"{source} stores no training config for {missing}; expected a .ckpt written by "
+            f"cifar_lab.train, which keeps the resolved config in it"
+        )
+    groups = {group: stored[group] for group in REBUILT_GROUPS}
+    check_trusted(groups, source)
+    return OmegaConf.create(groups)
 
 
 def resolve_precision(precision: str | int) -> str | int:

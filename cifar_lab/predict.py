@@ -19,7 +19,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.build import build_datamodule, build_module, build_ood, build_trainer, build_tta
+from cifar_lab.build import (
+    build_datamodule,
+    build_module,
+    build_ood,
+    build_trainer,
+    build_tta,
+    stored_run_config,
+)
 from cifar_lab.checkpoint import load_checkpoint, load_net_weights, payload
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
@@ -39,17 +46,11 @@ OVERRIDABLE = ("data", "model", "augment")
 
 
 def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The checkpoint's training config with this run's non-null `data`/`model`/`augment` keys
-    on top; pretrained weights are switched off (the checkpoint holds the trained ones), and so
-    is torch.compile unless asked for here."""
-    stored = payload(checkpoint, cfg.ckpt).config
-    missing = [group for group in OVERRIDABLE if group not in stored]
-    if missing:
-        raise CifarLabError(
-            f"checkpoint {cfg.ckpt} stores no training config for {missing}; expected a .ckpt "
-            f"written by cifar_lab.train, which keeps the resolved config in it"
-        )
-    merged = OmegaConf.create(stored)
+    """The checkpoint's training config (only cifar-lab's own objects, see
+    `build.stored_run_config`) with this run's non-null `data`/`model`/`augment` keys on top;
+    pretrained weights are switched off (the checkpoint holds the trained ones), and so is
+    torch.compile unless asked for here."""
+    merged = stored_run_config(payload(checkpoint, cfg.ckpt).config, f"checkpoint {cfg.ckpt}")
     for group in OVERRIDABLE:
         given = OmegaConf.to_container(cfg.get(group) or OmegaConf.create(), resolve=True)
         merged[group] = OmegaConf.merge(

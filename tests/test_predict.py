@@ -275,3 +275,46 @@ def test_command_line_prints_a_missing_ood_file_as_one_line(smoke_ckpt, tmp_path
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(errors) == 1 and "distortion00.npy not found in" in errors[0]
+
+
+# --- no code from files ---------------------------------------------------------------------
+def tampered_checkpoint(smoke_ckpt: Path, path: Path, group: str, node: dict) -> Path:
+    """The smoke checkpoint with `node` put into its stored config under `group`."""
+    checkpoint = torch.load(smoke_ckpt, weights_only=True)
+    checkpoint["cifar_lab"]["config"][group]["evil"] = node
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_checkpoint_whose_config_names_another_target_is_refused_and_runs_nothing(
+    smoke_ckpt, tmp_path
+):
+    victim = tmp_path / "copied.txt"
+    node = {"_target_": "shutil.copyfile", "src": str(smoke_ckpt), "dst": str(victim)}
+    evil = tampered_checkpoint(smoke_ckpt, tmp_path / "evil.ckpt", "model", node)
+
+    result = run_module(
+        "cifar_lab.predict", f"ckpt={evil}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "model.evil._target_='shutil.copyfile'" in errors[0]
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [
+        ({"_target_": "builtins.open", "file": "x"}, "data.evil._target_"),
+        ({"_partial_": True, "x": 1}, "data.evil._partial_"),
+        ({"_args_": ["rm"]}, "data.evil._args_"),
+        ("${oc.env:HOME}", "data.evil"),
+    ],
+)
+def test_every_untrusted_hydra_key_in_a_stored_config_is_named(smoke_ckpt, tmp_path, node, key):
+    evil = tampered_checkpoint(smoke_ckpt, tmp_path / "evil.ckpt", "data", node)
+
+    with pytest.raises(CifarLabError, match=key.replace(".", r"\.").replace("$", r"\$")):
+        run_config(load_checkpoint(evil), predict_cfg(evil, tmp_path))
