@@ -104,12 +104,14 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
         module, datamodule, lambda callbacks: build_trainer(cfg.trainer, callbacks=callbacks)
     )
     metrics: dict[str, Any] = {}
+    clean = None
     if CLEAN_SET in scored and cfg.clean:
         clean_set, (clean_scores,) = scored.pop(CLEAN_SET)
+        clean = (clean_scores, clean_set.labels)
         metrics.update(evaluate_clean(clean_scores, clean_set.labels, datamodule.classes, out_dir))
     ood = datamodule.ood
     if isinstance(ood, CorruptionSet):
-        metrics.update(evaluate_corruptions(ood, scored, out_dir, metrics.get("clean/acc")))
+        metrics.update(evaluate_corruptions(ood, scored, out_dir, clean, datamodule.augment))
     elif isinstance(ood, LeaderboardSet):
         metrics.update(evaluate_leaderboard(ood, scored, out_dir))
     return metrics

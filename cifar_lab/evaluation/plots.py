@@ -5,13 +5,14 @@ Drawn with matplotlib's object API (`Figure`, no pyplot), so no GUI backend or g
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from cifar_lab.data.ood import SEVERITIES
+from cifar_lab.evaluation.calibration import ReliabilityBins
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -40,9 +41,14 @@ def plot_confusion(
 
 
 def plot_severity_bars(
-    path: Path, table: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+    path: Path,
+    table: Mapping[str, Sequence[float]],
+    ylabel: str,
+    clean: float | None = None,
+    seen: Collection[str] = (),
 ) -> Path:
-    """One group of bars per corruption, one bar per severity; the clean value as a line."""
+    """One group of bars per corruption, one bar per severity; the clean value as a line;
+    corruptions seen in training marked with `*` and a hatched background."""
     names = list(table)
     width = 0.8 / SEVERITIES
     x = np.arange(len(names))
@@ -57,8 +63,14 @@ def plot_severity_bars(
         )
     if clean is not None:
         ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean")
-    ax.set_xticks(x, names, rotation=60, ha="right")
+    for i, name in enumerate(names):
+        if name in seen:
+            ax.axvspan(i - 0.45, i + 0.45, color="grey", alpha=0.15, hatch="//", linewidth=0)
+    labels = [f"{n} *" if n in seen else n for n in names]
+    ax.set_xticks(x, labels, rotation=60, ha="right")
     ax.set(ylabel=ylabel, ylim=(0, 1))
+    if seen:
+        ax.set_title("* seen in training: an augmentation applies that distortion", fontsize=9)
     ax.legend(fontsize="small", ncols=3)
     return save(fig, path)
 
@@ -79,6 +91,22 @@ def plot_severity_curves(
         ylabel=ylabel,
         ylim=(0, 1),
     )
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def plot_reliability(path: Path, curves: Mapping[str, ReliabilityBins], title: str) -> Path:
+    """Reliability diagram: accuracy against confidence per bin for each curve (the diagonal
+    is perfect calibration; below it the model is over-confident)."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, bins in curves.items():
+        filled = bins.count > 0
+        ax.plot(bins.confidence[filled], bins.accuracy[filled], marker="o", label=name)
+    ax.set(xlabel="confidence (max softmax)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return save(fig, path)

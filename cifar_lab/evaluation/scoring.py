@@ -46,12 +46,16 @@ class Scores:
     @property
     def confidences(self) -> np.ndarray:
         """Each image's max-softmax probability."""
-        return self.top_probs[:, 0]
+        return np.ascontiguousarray(self.top_probs[:, 0])
 
     @property
     def confidence(self) -> float:
         """Mean max-softmax: how sure the model is, readable without labels."""
         return float(self.confidences.mean())
+
+    def correct(self, labels: np.ndarray) -> np.ndarray:
+        """Whether each image's top prediction is its label."""
+        return self.predictions == np.asarray(labels)
 
     def accuracy(self, labels: np.ndarray, top_k: int = 1) -> float:
         """Fraction of images whose label is among the `top_k` most probable classes."""

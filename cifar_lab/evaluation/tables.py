@@ -68,15 +68,24 @@ def severity_metrics(
 
 
 def write_severity_table(
-    path: Path, table: SeverityTable, groups: Mapping[str, Sequence[str]]
+    path: Path,
+    table: SeverityTable,
+    groups: Mapping[str, Sequence[str]],
+    seen: Mapping[str, str] | None = None,
 ) -> Path:
-    """One row per corruption: its group, a value per severity and their mean."""
+    """One row per corruption: its group, a value per severity and their mean; with `seen`,
+    a `seen_in_training` column naming the augment steps that cover the corruption."""
 
     def group_of(name: str) -> str:
         return next((g for g, names in groups.items() if name in names), "")
 
-    rows = [(n, group_of(n), *map(float, v), float(np.mean(v))) for n, v in table.items()]
-    return write_csv(path, ["corruption", "group", *SEVERITY_COLUMNS, "mean"], rows)
+    header = ["corruption", "group", *SEVERITY_COLUMNS, "mean"]
+    rows = [[n, group_of(n), *map(float, v), float(np.mean(v))] for n, v in table.items()]
+    if seen is not None:
+        header.append("seen_in_training")
+        for row in rows:
+            row.append(seen.get(row[0], ""))
+    return write_csv(path, header, rows)
 
 
 def write_severity_summary(
