@@ -23,6 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lab.benchmarks.corrupt import bench_corrupt
 from cifar_lab.benchmarks.data import bench_data
 from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
@@ -37,6 +38,7 @@ SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,
     "train": bench_train,
     "predict": bench_predict,
+    "corrupt": bench_corrupt,
 }
 
 
@@ -72,7 +74,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise CifarLabError(
             f"bench.sections has unknown {unknown}; expected some of {list(SECTIONS)} "
-            f"(or bench=data|train|predict|all)"
+            f"(or bench=data|train|predict|corrupt|all)"
         )
     configure_torch()
     device = bench_device(cfg)

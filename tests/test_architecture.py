@@ -60,6 +60,9 @@ def test_no_module_imports_an_entry_point(entry_point: str) -> None:
         ("cifar_lab.training", "cifar_lab.evaluation"),
         ("cifar_lab.models", "cifar_lab.build"),
         ("cifar_lab.data", "cifar_lab.build"),
+        ("cifar_lab.corruptions", "cifar_lab.models"),
+        ("cifar_lab.corruptions", "cifar_lab.evaluation"),
+        ("cifar_lab.corruptions", "cifar_lab.training"),
     ],
 )
 def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> None:
