@@ -49,13 +49,16 @@ def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
     """The checkpoint's training config (only cifar-lab's own objects, see
     `build.stored_run_config`) with this run's non-null `data`/`model`/`augment` keys on top;
     pretrained weights are switched off (the checkpoint holds the trained ones), and so is
-    torch.compile unless asked for here."""
+    torch.compile unless asked for here. The MD5 check of the CIFAR files is never taken from the
+    checkpoint, a shared file: it is on unless this command line says `data.check_integrity`."""
     merged = stored_run_config(payload(checkpoint, cfg.ckpt).config, f"checkpoint {cfg.ckpt}")
     for group in OVERRIDABLE:
         given = OmegaConf.to_container(cfg.get(group) or OmegaConf.create(), resolve=True)
         merged[group] = OmegaConf.merge(
             merged[group], {k: v for k, v in given.items() if v is not None}
         )
+    given_check = (cfg.get("data") or {}).get("check_integrity")
+    merged.data.check_integrity = True if given_check is None else bool(given_check)
     if "pretrained" in merged.model:
         merged.model.pretrained = False
     if merged.model.get("compile") and "compile" not in (cfg.get("model") or {}):
