@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
-from cifar_lab.checkpoint import check_weights_fit, load_checkpoint, payload
+from cifar_lab.checkpoint import check_resumable, check_weights_fit, load_checkpoint, payload
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import configure_torch
@@ -73,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         module = build_module(cfg, run_config, processes=world_size(trainer))
         if checkpoint is not None:
+            check_resumable(checkpoint, cfg.ckpt_path)
             check_weights_fit(module.net, checkpoint, cfg.ckpt_path)
         end_job = launch_ranks_for_this_job(trainer)
         # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
