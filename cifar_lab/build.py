@@ -22,6 +22,7 @@ from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.speed import cudnn_benchmark, split_model_config
+from cifar_lab.training.checkpoint_io import AtomicCheckpointIO
 
 # The groups of a stored run config (in a checkpoint) that are rebuilt from it, and the only
 # objects such a config may build: a checkpoint is a shared file, and Hydra's `_target_` would
@@ -157,7 +158,10 @@ def trainer_settings(trainer_cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The `trainer` config's Trainer, with resolved settings and `kwargs` (callbacks, logger)."""
+    """The `trainer` config's Trainer, with resolved settings and `kwargs` (callbacks, logger);
+    checkpoints are saved atomically (`AtomicCheckpointIO`) unless `trainer.plugins` says how."""
+    if not trainer_cfg.get("plugins"):
+        kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     return instantiate(trainer_cfg, **trainer_settings(trainer_cfg), **kwargs)
 
 
