@@ -156,6 +156,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+LAST = "last.ckpt"
+
+
+def resolve_ckpt_path(value: str | Path | None, run_dir: str | Path) -> Path | None:
+    """`ckpt_path` as a file: `auto` = `<run_dir>/checkpoints/last.ckpt`, a folder = the newest
+    last.ckpt under it; None (start afresh) when there is none yet, so a requeued job can keep
+    one command line from its first start on."""
+    if value is None or value == "":
+        return None
+    if value == "auto":
+        candidate = Path(run_dir) / "checkpoints" / LAST
+        return candidate if candidate.is_file() else None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        found = [p for p in path.rglob(LAST) if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    return path  # load_checkpoint reports a missing file
+
+
 # What Lightning reads to resume a fit (and we add RNG_KEY): a hand-made or stripped
 # checkpoint without them would fail deep inside Lightning with a KeyError.
 RESUME_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "lr_schedulers", RNG_KEY)

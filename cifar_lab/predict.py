@@ -13,6 +13,7 @@ per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written int
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from cifar_lab.evaluation.evaluate import (
     evaluate_leaderboard,
 )
 from cifar_lab.evaluation.scoring import score_sets
-from cifar_lab.utils import peak_rss_mib, write_json
+from cifar_lab.utils import peak_rss_mib, refuse_to_overwrite, running_status, write_json
 
 log = logging.getLogger("cifar_lab.predict")
 
@@ -121,7 +122,19 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Score the checkpoint on the clean test split (`clean`) and the `ood` set; metrics.json."""
     out_dir = Path(cfg.paths.output_dir)
-    metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir), "ckpt": str(cfg.ckpt)}
+    if not cfg.get("overwrite"):
+        refuse_to_overwrite(
+            out_dir,
+            holds=("*.csv",),
+            fix="write elsewhere (hydra.run.dir=<new folder>) or replace it (overwrite=true)",
+        )
+    start = datetime.now().astimezone().isoformat(timespec="seconds")
+    metrics: dict[str, Any] = {
+        **running_status(start),
+        "run_dir": str(out_dir),
+        "ckpt": str(cfg.ckpt),
+    }
+    write_json(out_dir / "metrics.json", metrics)
     try:
         module, datamodule, first = prepare(cfg)
         metrics.update(first)

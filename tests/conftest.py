@@ -58,10 +58,10 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_module(
-    module: str, *args: str, cwd: Path, timeout: int = 400
+    module: str, *args: str, cwd: Path, timeout: int = 400, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` in a fresh process (the real command line), wandb offline."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

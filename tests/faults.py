@@ -4,12 +4,13 @@ as `python -m` would (`command(...)` builds that argv)."""
 from __future__ import annotations
 
 import os
-import signal
+import signal as signal_module
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 TESTS = Path(__file__).resolve().parent
 
@@ -31,7 +32,7 @@ def kill_while_writing(name: str, nth: int) -> None:
                 real_save(obj, f, *args, **kwargs)
                 f.flush()
                 os.ftruncate(fd, os.fstat(fd).st_size // 2)
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal_module.SIGKILL)
         return real_save(obj, f, *args, **kwargs)
 
     torch.save = save
@@ -51,3 +52,19 @@ def run_with_fault(
         [sys.executable, "-c", code, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
+
+
+class SignalAt(Callback):
+    """Sends this process `signal` at the end of train epoch `epoch`, or of its batch `batch`:
+    a SIGTERM/SIGUSR1 arriving at a known moment. `+callbacks.x._target_=faults.SignalAt`."""
+
+    def __init__(self, signal: str = "SIGTERM", epoch: int = 0, batch: int | None = None):
+        self.signum, self.epoch, self.batch = getattr(signal_module, signal), epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.batch == batch_idx and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.batch is None and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
