@@ -39,6 +39,7 @@ from cifar_lab.evaluation.evaluate import (
     evaluate_leaderboard,
 )
 from cifar_lab.evaluation.scoring import score_sets
+from cifar_lab.evaluation.tables import read_severity_table
 from cifar_lab.utils import peak_rss_mib, refuse_to_overwrite, running_status, write_json
 
 log = logging.getLogger("cifar_lab.predict")
@@ -84,8 +85,12 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     ood = build_ood(cfg.get("ood"))
     if isinstance(ood, CorruptionSet):
         check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
+        if ood.reference_csv is not None:
+            read_severity_table(ood.reference_csv)  # a bad reference fails before scoring
     run_cfg = run_config(checkpoint, cfg)
     tta = build_tta(cfg.tta)
+    if tta is not None:
+        tta.check_fits(int(run_cfg.data.img_size))
     module = build_module(run_cfg, OmegaConf.to_container(run_cfg), tta=tta)
     load_net_weights(module.net, checkpoint, cfg.ckpt)
     datamodule = build_datamodule(run_cfg, ood=ood, predict_clean=bool(cfg.clean))
