@@ -79,7 +79,9 @@ def check_images(path: Path) -> OODFile:
     """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
     try:
         images = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as err:
+    # Everything is caught on purpose: the file is untrusted, and numpy parses a damaged
+    # header with Python's tokenizer (TokenError, SyntaxError, ...), not only ValueError.
+    except Exception as err:
         raise CifarLabError(
             f"OOD file {path} is not a readable .npy array ({first_line(err)}); "
             f"delete it and download it again"
@@ -109,7 +111,7 @@ def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
         )
     try:
         labels = np.load(path)  # allow_pickle=False: an object array is refused, not unpickled
-    except (ValueError, OSError, EOFError) as err:
+    except Exception as err:  # untrusted: any failure means "not a labels file" (check_images)
         raise CifarLabError(
             f"{path} is not a readable .npy array of labels ({first_line(err)}); "
             f"re-download the set"
