@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_files import CreatesFile, write_cifar
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -105,8 +105,10 @@ def check(read: Callable[[Path], Any], path: Path, valid: Callable[[Any], None])
         result = read(path)
     except CifarLabError as err:
         assert str(err) and "\n" not in str(err)
+        event("refused with a one-line error")
     else:
         valid(result)
+        event("read as valid data")
     assert not MARKER.exists(), "a file's payload ran"
 
 
