@@ -71,6 +71,7 @@ def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> Non
     assert {m: names for m, names in offenders.items() if names} == {}
 
 
+
 BASE = {"cifar_lab", "cifar_lab.checkpoint", "cifar_lab.utils", "cifar_lab.speed"}
 BASE |= {"cifar_lab.cli", "cifar_lab.errors"}
 

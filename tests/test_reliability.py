@@ -205,6 +205,8 @@ def test_sigusr1_mid_epoch_saves_a_checkpoint_and_marks_the_run_terminated(train
     assert metrics["pid"] == os.getpid() and metrics["start_time"]
     assert f"ckpt_path=auto hydra.run.dir={run}" in metrics["resume_command"]
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers put back
+    resumed = train(train_cfg(*TINY_CONVNET, "logger=none", "ckpt_path=auto"))  # mid-epoch state
+    assert resumed["status"] == "finished" and resumed["epochs_completed"] == 1
 
 
 @pytest.mark.slow
