@@ -22,6 +22,7 @@ from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.speed import cudnn_benchmark, split_model_config
+from cifar_lab.training.checkpoint_io import AtomicCheckpointIO
 
 # The groups of a stored run config (in a checkpoint) that are rebuilt from it, and the only
 # objects such a config may build: a checkpoint is a shared file, and Hydra's `_target_` would
@@ -94,6 +95,10 @@ def scaled_lr(cfg: DictConfig, processes: int = 1) -> float:
     """The configured lr, times global batch/256 when `optim.scale_lr_by_batch` (Goyal et al.,
     2017); under DDP the global batch is data.batch_size x processes."""
     lr = float(cfg.optim.optimizer.lr)
+    if not lr >= 0:  # also NaN
+        raise CifarLabError(
+            f"optim.optimizer.lr={lr} is invalid; expected a learning rate >= 0, e.g. 1e-3"
+        )
     if cfg.optim.get("scale_lr_by_batch"):
         lr *= cfg.data.batch_size * processes / 256
     return lr
@@ -157,7 +162,16 @@ def trainer_settings(trainer_cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The `trainer` config's Trainer, with resolved settings and `kwargs` (callbacks, logger)."""
+    """The `trainer` config's Trainer, with resolved settings and `kwargs` (callbacks, logger);
+    checkpoints are saved atomically (`AtomicCheckpointIO`) unless `trainer.plugins` says how."""
+    max_epochs = trainer_cfg.get("max_epochs")
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise CifarLabError(
+            f"trainer.max_epochs={max_epochs} trains nothing; expected an integer >= 1 (or -1 "
+            f"with trainer.max_steps): e.g. trainer.max_epochs=30"
+        )
+    if not trainer_cfg.get("plugins"):
+        kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     return instantiate(trainer_cfg, **trainer_settings(trainer_cfg), **kwargs)
 
 

@@ -13,6 +13,7 @@ per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written int
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from cifar_lab.evaluation.evaluate import (
     evaluate_leaderboard,
 )
 from cifar_lab.evaluation.scoring import score_sets
-from cifar_lab.utils import peak_rss_mib, write_json
+from cifar_lab.evaluation.tables import read_severity_table
+from cifar_lab.utils import peak_rss_mib, refuse_to_overwrite, running_status, write_json
 
 log = logging.getLogger("cifar_lab.predict")
 
@@ -49,13 +51,16 @@ def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
     """The checkpoint's training config (only cifar-lab's own objects, see
     `build.stored_run_config`) with this run's non-null `data`/`model`/`augment` keys on top;
     pretrained weights are switched off (the checkpoint holds the trained ones), and so is
-    torch.compile unless asked for here."""
+    torch.compile unless asked for here. The MD5 check of the CIFAR files is never taken from the
+    checkpoint, a shared file: it is on unless this command line says `data.check_integrity`."""
     merged = stored_run_config(payload(checkpoint, cfg.ckpt).config, f"checkpoint {cfg.ckpt}")
     for group in OVERRIDABLE:
         given = OmegaConf.to_container(cfg.get(group) or OmegaConf.create(), resolve=True)
         merged[group] = OmegaConf.merge(
             merged[group], {k: v for k, v in given.items() if v is not None}
         )
+    given_check = (cfg.get("data") or {}).get("check_integrity")
+    merged.data.check_integrity = True if given_check is None else bool(given_check)
     if "pretrained" in merged.model:
         merged.model.pretrained = False
     if merged.model.get("compile") and "compile" not in (cfg.get("model") or {}):
@@ -80,8 +85,12 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     ood = build_ood(cfg.get("ood"))
     if isinstance(ood, CorruptionSet):
         check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
+        if ood.reference_csv is not None:
+            read_severity_table(ood.reference_csv)  # a bad reference fails before scoring
     run_cfg = run_config(checkpoint, cfg)
     tta = build_tta(cfg.tta)
+    if tta is not None:
+        tta.check_fits(int(run_cfg.data.img_size))
     module = build_module(run_cfg, OmegaConf.to_container(run_cfg), tta=tta)
     load_net_weights(module.net, checkpoint, cfg.ckpt)
     datamodule = build_datamodule(run_cfg, ood=ood, predict_clean=bool(cfg.clean))
@@ -120,7 +129,19 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Score the checkpoint on the clean test split (`clean`) and the `ood` set; metrics.json."""
     out_dir = Path(cfg.paths.output_dir)
-    metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir), "ckpt": str(cfg.ckpt)}
+    if not cfg.get("overwrite"):
+        refuse_to_overwrite(
+            out_dir,
+            holds=("*.csv",),
+            fix="write elsewhere (hydra.run.dir=<new folder>) or replace it (overwrite=true)",
+        )
+    start = datetime.now().astimezone().isoformat(timespec="seconds")
+    metrics: dict[str, Any] = {
+        **running_status(start),
+        "run_dir": str(out_dir),
+        "ckpt": str(cfg.ckpt),
+    }
+    write_json(out_dir / "metrics.json", metrics)
     try:
         module, datamodule, first = prepare(cfg)
         metrics.update(first)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.transforms import build_transforms
+from cifar_lab.errors import CifarLabError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,8 +34,18 @@ def to_display(image: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (image * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
+def check_grid_settings(cfg: DictConfig) -> None:
+    if cfg.split not in ("train", "test"):
+        raise CifarLabError(f"split={cfg.split!r} is unknown; expected split=train or split=test")
+    for key, least in (("num_images", 1), ("num_views", 0)):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CifarLabError(f"{key}={value!r} is invalid; expected an integer >= {least}")
+
+
 def augmentation_grid(cfg: DictConfig) -> Path:
     """Draw the grid for `cfg` and save it to `cfg.output`."""
+    check_grid_settings(cfg)
     data = load_cifar(
         cfg.data.name,
         cfg.data.root,

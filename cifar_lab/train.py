@@ -8,7 +8,9 @@ python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
-from cifar_lab.checkpoint import check_weights_fit, load_checkpoint, payload
+from cifar_lab.checkpoint import (
+    check_resumable,
+    check_weights_fit,
+    load_checkpoint,
+    payload,
+    resolve_ckpt_path,
+)
 from cifar_lab.cli import exit_on_user_error
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import configure_torch
@@ -30,7 +38,8 @@ from cifar_lab.training.distributed import (
     world_size,
 )
 from cifar_lab.training.loggers import build_loggers, finish_wandb, wandb_run_id
-from cifar_lab.utils import write_json
+from cifar_lab.training.preemption import PreemptionHandler, resume_command, stop_signal
+from cifar_lab.utils import refuse_to_overwrite, running_status, write_json
 
 log = logging.getLogger("cifar_lab.train")
 
@@ -51,38 +60,76 @@ def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
     return metrics
 
 
+def last_checkpoint_path(trainer: L.Trainer, output_dir: Path) -> Path:
+    """Where the every-epoch checkpoint goes: a stop on a signal saves there too."""
+    for checkpoint in trainer.checkpoint_callbacks:
+        if isinstance(checkpoint, ModelCheckpoint) and not checkpoint.monitor:
+            return Path(checkpoint.dirpath) / f"{checkpoint.filename}{checkpoint.FILE_EXTENSION}"
+    return output_dir / "checkpoints" / "last.ckpt"
+
+
+def check_run_folder(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> None:
+    """Refuse a folder that holds another run, unless this run resumes into it from one of its
+    checkpoints or `overwrite=true`."""
+    resuming_here = ckpt_path is not None and output_dir.resolve() in ckpt_path.resolve().parents
+    if cfg.get("overwrite") or resuming_here or not is_global_zero():
+        return
+    refuse_to_overwrite(
+        output_dir,
+        holds=("checkpoints/*.ckpt",),
+        fix=f"resume it (ckpt_path=auto hydra.run.dir={output_dir}), write elsewhere "
+        f"(hydra.run.dir=<new folder>) or replace it (overwrite=true)",
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json.
 
-    metrics.json is written whatever happens, with `status` finished or failed (and the error),
-    so a sweep report can tell a failed job from one still running.
+    metrics.json is written when the run starts (`status: running`, pid, host, start time) and
+    whatever happens after, with `status` finished, failed (and the error) or terminated (the
+    signal and the resume command), so a report can tell a failed or killed job from a running
+    one. SIGTERM/SIGUSR1 save last.ckpt and exit with 128 + the signal number.
     """
     output_dir = Path(cfg.paths.output_dir)
-    metrics: dict[str, Any] = {"status": "running", "run_dir": str(output_dir)}
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    check_run_folder(cfg, output_dir, ckpt_path)
+    if cfg.get("ckpt_path") and ckpt_path is None:
+        log.info("ckpt_path=%s: no last.ckpt there yet, starting a new run", cfg.ckpt_path)
+    start = datetime.now().astimezone().isoformat(timespec="seconds")
+    metrics: dict[str, Any] = {**running_status(start), "run_dir": str(output_dir)}
+    if is_global_zero():
+        write_json(output_dir / "metrics.json", metrics)
     end_job: Callable[[], None] = end_process_group
+    preemption = PreemptionHandler(output_dir / "checkpoints" / "last.ckpt").install()
     try:
         L.seed_everything(cfg.seed, workers=True)
         configure_torch()
         run_config = OmegaConf.to_container(cfg, resolve=True)
         datamodule = build_datamodule(cfg)
-        checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+        checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
         resume_id = payload(checkpoint).wandb_id if checkpoint else None
         loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
-        trainer = build_trainer(
-            cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False
-        )
+        callbacks = [*build_callbacks(cfg), preemption]
+        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        preemption.checkpoint_path = last_checkpoint_path(trainer, output_dir)
         module = build_module(cfg, run_config, processes=world_size(trainer))
         if checkpoint is not None:
-            check_weights_fit(module.net, checkpoint, cfg.ckpt_path)
+            check_resumable(checkpoint, ckpt_path)
+            check_weights_fit(module.net, checkpoint, ckpt_path)
         end_job = launch_ranks_for_this_job(trainer)
         # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
         module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
         metrics["wandb_id"] = module.wandb_id
         for logger in loggers:
             logger.log_hyperparams(run_config)
+        preemption.check()
         trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True,
         )
+        preemption.check()
         metrics.update(run_metrics(trainer))
         if cfg.get("test"):
             best = metrics.get("best_model_path")
@@ -90,12 +137,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(
                 {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
+        preemption.check()
         metrics["status"] = "finished"
     except BaseException as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
-        raise
+        signum = stop_signal(err)
+        if signum is None:
+            cause = err.__cause__ if isinstance(err, InstantiationException) else err
+            metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
+            raise
+        metrics.update(
+            status="terminated",
+            signal=signal.Signals(signum).name,
+            last_model_path=str(saved) if (saved := preemption.checkpoint_path).is_file() else None,
+            resume_command=resume_command(output_dir),
+        )
+        log.warning("stopped by %s; resume with: %s", metrics["signal"], metrics["resume_command"])
+        raise SystemExit(128 + signum) from None
     finally:
+        preemption.uninstall()
         if is_global_zero():
             write_json(output_dir / "metrics.json", metrics)
             log.info("metrics written to %s", output_dir / "metrics.json")

@@ -1,4 +1,5 @@
-"""Small helpers every layer may use: files written atomically, JSON/CSV results, peak memory.
+"""Small helpers every layer may use: files written atomically, JSON/CSV results, run folders
+and their state, peak memory.
 
 Results are written to a temporary file in the destination folder, flushed to disk and then
 renamed over the target (`os.replace` is atomic within one filesystem), so a kill at any moment
@@ -13,12 +14,15 @@ import json
 import math
 import os
 import resource
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from cifar_lab.errors import CifarLabError
 
 STATUS = Path("/proc/self/status")
 
@@ -75,6 +79,66 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
         writer.writerow(header)
         writer.writerows(["" if v is None else v for v in row] for row in rows)
     return Path(path)
+
+
+# --- run folders ---------------------------------------------------------------------------
+def process_alive(pid: Any) -> bool:
+    """Whether process `pid` exists on this host (signal 0 tests without sending anything)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def running_status(start_time: str) -> dict[str, Any]:
+    """What a run's metrics.json says while it runs: who writes it, where and since when."""
+    return {
+        "status": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "start_time": start_time,
+    }
+
+
+def run_state(metrics: Mapping[str, Any]) -> str | None:
+    """A run's status from its metrics.json; `killed` for a `running` one whose process is gone
+    on this host (SIGKILL, out of memory, a lost node cannot write their own status)."""
+    status = metrics.get("status")
+    here = metrics.get("host") == socket.gethostname()
+    if status == "running" and here and not process_alive(metrics.get("pid")):
+        return "killed"
+    return status
+
+
+def read_metrics_json(run_dir: Path) -> dict[str, Any]:
+    """A run folder's metrics.json; {} when it is missing, half-written or not an object."""
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def refuse_to_overwrite(run_dir: Path, holds: Sequence[str], fix: str) -> None:
+    """Raise a one-line error if `run_dir` holds files of another run: any of the `holds`
+    patterns, or a metrics.json that is finished or still being written by a live process."""
+    run_dir = Path(run_dir)
+    found = sorted(
+        {str(p.relative_to(run_dir)) for pattern in holds for p in run_dir.glob(pattern)}
+    )
+    state = run_state(read_metrics_json(run_dir))
+    if state in ("finished", "running"):
+        found.insert(0, f"metrics.json ({state})")
+    if found:
+        listed = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+        raise CifarLabError(
+            f"{run_dir} already holds a run ({listed}); refusing to overwrite it: {fix}"
+        )
 
 
 def _status_kib(field: str) -> int | None:

@@ -75,3 +75,25 @@ def write_cifar(
     with open(base / meta_file, "wb") as f:
         pickle.dump(meta, f)
     return Path(root)
+
+
+class CreatesFile:
+    """A pickle payload: `pickle.load` of it opens `marker` for writing, creating the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.marker, "w"))
+
+
+def write_malicious_batch(path: Path, marker: Path, n: int = 10, label_key: str = "fine_labels"):
+    """A batch file in the real layout whose `filenames` entry would create `marker`."""
+    labels = np.arange(n) % 10
+    batch = {
+        "data": make_images(labels, 10, np.random.default_rng(0)),
+        label_key: labels.tolist(),
+        "filenames": CreatesFile(marker),
+    }
+    path.write_bytes(pickle.dumps(batch))
+    return path

@@ -58,10 +58,10 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_module(
-    module: str, *args: str, cwd: Path, timeout: int = 400
+    module: str, *args: str, cwd: Path, timeout: int = 400, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` in a fresh process (the real command line), wandb offline."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -87,3 +87,20 @@ def train_cfg(tmp_path: Path, cifar100_root: Path) -> Callable[..., DictConfig]:
         return compose_train(base + list(overrides))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
+    """The last.ckpt of a one-epoch, two-batch tiny ConvNet run, trained once per session."""
+    from cifar_lab.train import train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    overrides = [
+        *tiny_data(cifar100_root),
+        *tiny_training(),
+        *TINY_CONVNET,
+        f"paths.output_dir={run}",
+        "logger=none",
+        "test=false",
+    ]
+    return Path(train(compose_train(overrides))["last_model_path"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import tarfile
 import urllib.error
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cifar_files import write_cifar
+from cifar_files import write_cifar, write_malicious_batch
+from conftest import run_module, tiny_data
 
 from cifar_lab.data import CIFARDataModule, load_cifar
 from cifar_lab.data.datamodule import split_indices
@@ -90,8 +92,9 @@ def test_missing_folder_names_path_and_fix(tmp_path: Path) -> None:
 def test_rebuilt_copy_fails_the_md5_check_with_a_hint(tmp_path: Path) -> None:
     write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
 
-    with pytest.raises(CifarLabError, match="check_integrity=false"):
+    with pytest.raises(CifarLabError, match="official MD5 check.*data.download=true") as err:
         load_cifar("cifar100", tmp_path, train=True, check_integrity=True)
+    assert "check_integrity=false" not in str(err.value)  # turning the check off is no fix
 
 
 def _serve_archive(monkeypatch: pytest.MonkeyPatch, archive: Path) -> list[str]:
@@ -146,3 +149,70 @@ def test_unknown_dataset_name_lists_the_choices(tmp_path: Path) -> None:
     write_cifar(tmp_path)
     with pytest.raises(CifarLabError, match="cifar10"):
         load_cifar("cifar1000", tmp_path, train=True)
+
+
+# --- no code from data files ----------------------------------------------------------------
+def test_the_malicious_batch_would_run_code_under_plain_pickle(tmp_path: Path) -> None:
+    """The payload the next tests use really creates its marker when `pickle.load`ed."""
+    batch = write_malicious_batch(tmp_path / "test", tmp_path / "marker")
+
+    pickle.loads(batch.read_bytes())
+
+    assert (tmp_path / "marker").exists()
+
+
+def test_a_batch_file_naming_a_function_is_refused_without_running_it(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
+    write_malicious_batch(tmp_path / "cifar-100-python" / "test", tmp_path / "marker")
+
+    with pytest.raises(CifarLabError, match=r"test is not a CIFAR batch file .*never hold"):
+        load_cifar("cifar100", tmp_path, train=False, check_integrity=False)
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [1, 2, 3],
+        {"data": np.zeros((2, 3072), np.float32), "fine_labels": [0, 1]},
+        {"data": np.zeros((2, 3071), np.uint8), "fine_labels": [0, 1]},
+        {"data": np.zeros((2, 3072), np.uint8), "fine_labels": [0]},
+        {"data": np.zeros((2, 3072), np.uint8), "fine_labels": [0, -1]},
+        {"data": np.zeros((2, 3072), np.uint8), "fine_labels": np.array([0, "a"], object)},
+    ],
+    ids=["list", "float-data", "short-rows", "few-labels", "negative-label", "object-labels"],
+)
+def test_a_batch_file_of_another_layout_is_one_line(tmp_path: Path, batch) -> None:
+    write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(pickle.dumps(batch))
+
+    with pytest.raises(CifarLabError, match="test does not hold a CIFAR batch|not a CIFAR batch"):
+        load_cifar("cifar100", tmp_path, train=False, check_integrity=False)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_real_layout_pickles_of_every_protocol_load(tmp_path: Path, protocol: int) -> None:
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=10)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(pickle.dumps(pickle.loads(batch.read_bytes()), protocol=protocol))
+
+    assert len(load_cifar("cifar10", tmp_path, train=False, check_integrity=False)) == 10
+
+
+@pytest.mark.slow
+def test_train_refuses_a_test_batch_that_would_create_a_file(tmp_path: Path) -> None:
+    root = write_cifar(tmp_path / "data", "cifar100", n_train=20, n_test=10)
+    write_malicious_batch(root / "cifar-100-python" / "test", tmp_path / "marker")
+
+    result = run_module(
+        "cifar_lab.train",
+        *tiny_data(root),
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "is not a CIFAR batch file" in errors[0], result.stderr[-2000:]
+    assert not (tmp_path / "marker").exists()

@@ -52,6 +52,7 @@ def predict_cfg(ckpt: Path, out_dir: Path, *overrides: str) -> DictConfig:
                 f"paths.output_dir={out_dir}",
                 "trainer.enable_progress_bar=false",
                 "data.num_workers=0",
+                "data.check_integrity=false",  # the tiny CIFAR files are not the official ones
                 *overrides,
             ],
         )
@@ -247,6 +248,17 @@ def test_predict_overrides_win_over_the_checkpoints_config(smoke_ckpt, tmp_path)
     assert merged.data.name == stored["name"] and merged.model.widths == [8, 8, 16, 16, 16]
 
 
+def test_predict_never_takes_check_integrity_false_from_the_checkpoint(smoke_ckpt, tmp_path):
+    checkpoint = load_checkpoint(smoke_ckpt)
+    assert checkpoint["cifar_lab"]["config"]["data"]["check_integrity"] is False  # trained so
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("predict", overrides=[f"ckpt={smoke_ckpt}", f"paths.output_dir={tmp_path}"])
+
+    assert run_config(checkpoint, cfg).data.check_integrity is True
+    cfg.data.check_integrity = False  # only this command line may turn it off
+    assert run_config(checkpoint, cfg).data.check_integrity is False
+
+
 # --- errors -------------------------------------------------------------------------------
 def test_checkpoint_of_another_project_is_refused(tmp_path):
     other = tmp_path / "other.ckpt"
@@ -278,6 +290,7 @@ def test_command_line_prints_a_missing_ood_file_as_one_line(smoke_ckpt, tmp_path
         f"ckpt={smoke_ckpt}",
         "ood=leaderboard",
         f"ood.root={tmp_path / 'nothing'}",
+        "data.check_integrity=false",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
         timeout=300,

@@ -40,6 +40,13 @@ def resolve_num_workers(num_workers: int | str) -> int:
     return num_workers
 
 
+def check_batch_size(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CifarLabError(
+            f"data.{key}={value!r} is invalid; expected an integer >= 1, e.g. data.{key}=128"
+        )
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded permutation cut into (train, val) index arrays; same seed, same split."""
     if not 0.0 <= val_fraction < 1.0:
@@ -48,6 +55,13 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
         )
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
+    if n_val == n or (val_fraction > 0 and n_val == 0):
+        left = "no training image" if n_val == n else "no validation image"
+        raise CifarLabError(
+            f"data.val_fraction={val_fraction} of {n} training images leaves {left}; expected "
+            f"a fraction that keeps both (0 < {n_val}/{n} < 1): change it, or set "
+            f"data.val_fraction=0 to validate on the test split"
+        )
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -77,6 +91,9 @@ class CIFARDataModule(L.LightningDataModule):
         predict_clean: bool = True,
     ):
         super().__init__()
+        check_batch_size("batch_size", batch_size)
+        if eval_batch_size is not None:
+            check_batch_size("eval_batch_size", eval_batch_size)
         self.save_hyperparameters(logger=False, ignore=["ood"])
         self.augment = dict(augment or {})
         self.backend = resolve_backend(self.augment.get("backend"))

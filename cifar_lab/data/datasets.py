@@ -1,18 +1,34 @@
-"""CIFAR-10/100 (Krizhevsky, 2009) on disk, read through torchvision's dataset classes.
+"""CIFAR-10/100 (Krizhevsky, 2009) on disk: torchvision's layout, URL and MD5s, our reader.
 
-torchvision owns the pickle format, the download URL and the official MD5s. This module adds
-what it lacks: an opt-out of the MD5 check for rebuilt copies in the same format, and errors
-that name the path, what was expected and the fix instead of "Dataset not found or corrupted".
+torchvision's dataset classes name the files, the download URL and the official MD5s, and
+fetch the archive. The batch files themselves are pickles, which torchvision reads with
+`pickle.load`: that runs whatever code a crafted file names, and with `data.check_integrity=false`
+(a rebuilt copy) no MD5 vouches for the files. So they are read here with `RestrictedUnpickler`,
+which builds only what the real files hold (dicts, lists, strings, bytes, numbers and numpy
+arrays), whatever the MD5 check says. This module also adds the opt-out of the MD5 check for
+rebuilt copies in the same format, and errors that name the path, what was expected and the fix
+instead of "Dataset not found or corrupted".
 """
 
 from __future__ import annotations
 
+import pickle
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import check_integrity as md5_matches
+from torchvision.datasets.utils import download_and_extract_archive
+
+try:  # numpy 2 (pickles written by numpy 1.x name numpy.core, which it maps here)
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 from cifar_lab.errors import CifarLabError
 
@@ -20,6 +36,51 @@ DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 # CIFAR images (and every CIFAR-C / leaderboard image) are 32 x 32 RGB.
 NATIVE_SIZE = 32
 IMAGE_SHAPE = (NATIVE_SIZE, NATIVE_SIZE, 3)
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """`_codecs.encode` as pickles of byte strings (protocol 2) use it: latin-1 text only."""
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode of {type(text).__name__} as {encoding!r}")
+    return text.encode("latin1")
+
+
+# Every global a CIFAR batch file names: numpy arrays and scalars (as numpy 1.x or 2.x pickle
+# them, protocols 2 to 5) and the byte strings of protocol 2. Nothing here can run other code.
+PICKLE_GLOBALS: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray}
+PICKLE_GLOBALS[("numpy", "dtype")] = np.dtype
+PICKLE_GLOBALS[("_codecs", "encode")] = _latin1_encode
+for _package in ("numpy.core", "numpy._core"):
+    PICKLE_GLOBALS[(f"{_package}.multiarray", "_reconstruct")] = _multiarray._reconstruct
+    PICKLE_GLOBALS[(f"{_package}.multiarray", "scalar")] = _multiarray.scalar
+    PICKLE_GLOBALS[(f"{_package}.numeric", "_frombuffer")] = _numeric._frombuffer
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only `PICKLE_GLOBALS`: a file naming any other function or
+    class (`os.system`, `builtins.eval`, a `__reduce__` payload) fails to load instead of
+    running it (see the "Restricting Globals" section of the `pickle` docs)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in PICKLE_GLOBALS:
+            return PICKLE_GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR files never hold")
+
+
+def read_pickle(path: Path) -> Any:
+    """The object in a CIFAR pickle, built by `RestrictedUnpickler`; any failure is one line.
+
+    Every exception is caught on purpose: the file is untrusted, and a damaged pickle fails in
+    many ways (EOFError, ValueError, KeyError, MemoryError, ...), all meaning "not CIFAR"."""
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f, encoding="latin1").load()
+    except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise CifarLabError(
+            f"{path} is not a CIFAR batch file ({type(err).__name__}: {first_line}); expected "
+            f"torchvision's pickle layout: re-download it (delete the folder, data.download=true)"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -61,6 +122,56 @@ def dataset_dir(name: str, root: str | Path) -> Path:
     return Path(root) / dataset_class(name).base_folder
 
 
+def failing_files(cls: type[CIFAR10], folder: Path) -> list[str]:
+    """The layout's files that are missing in `folder` or fail its MD5 (None: presence only)."""
+    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return [file for file, md5 in files if not md5_matches(str(folder / file), md5)]
+
+
+def _labels(batch: dict, n: int) -> np.ndarray | None:
+    labels = batch.get("labels", batch.get("fine_labels"))
+    if not isinstance(labels, (list, np.ndarray)):
+        return None
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if labels.shape != (n,) or labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        return None
+    if n and labels.min() < 0:
+        return None
+    return labels.astype(np.int64)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file: uint8 images (N, 32, 32, 3) and int64 labels (N,), checked."""
+    batch = read_pickle(path)
+    data = batch.get("data") if isinstance(batch, dict) else None
+    pixels = int(np.prod(IMAGE_SHAPE))
+    ok = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+    labels = _labels(batch, len(data)) if ok and data.shape[1] == pixels else None
+    if labels is None:
+        raise CifarLabError(
+            f"{path} does not hold a CIFAR batch (a dict with 'data': uint8 (N, {pixels}) and "
+            f"'labels' or 'fine_labels': N integers >= 0); re-download it (delete the folder, "
+            f"data.download=true)"
+        )
+    images = data.reshape(-1, 3, NATIVE_SIZE, NATIVE_SIZE).transpose(0, 2, 3, 1)  # to HWC
+    return images, labels
+
+
+def read_classes(cls: type[CIFAR10], folder: Path) -> list[str]:
+    path, key = folder / cls.meta["filename"], cls.meta["key"]
+    meta = read_pickle(path)
+    classes = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise CifarLabError(
+            f"{path} does not hold the class names (a dict with {key!r}: a list of strings); "
+            f"re-download it (delete the folder, data.download=true)"
+        )
+    return classes
+
+
 def load_cifar(
     name: str,
     root: str | Path,
@@ -79,26 +190,22 @@ def load_cifar(
             f"set data.download=true to fetch it, or point data.root at the folder that holds it"
         )
     try:
-        dataset = cls(root=str(root), train=train, download=download)
+        if download and failing_files(cls, folder):
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise CifarLabError(
             f"could not download {name} from {cls.url} into {root}: {err}; check the network, "
             f"or download {cls.filename} elsewhere and unpack it into {root}"
         ) from err
-    except RuntimeError as err:
-        if "corrupted" not in str(err) and "not found" not in str(err).lower():
-            raise
-        hint = (
-            "set data.check_integrity=false if this is a rebuilt copy in the same format"
-            if check_integrity
-            else "re-download it (data.download=true after deleting the folder)"
-        )
+    failing = failing_files(cls, folder)
+    if failing:
         raise CifarLabError(
             f"{name} {split} files in {folder} are missing or fail the official MD5 check "
-            f"({err}); {hint}"
-        ) from err
+            f"({failing}); re-download it (data.download=true after deleting the folder)"
+        )
+    parts = [read_batch(folder / file) for file, _ in (cls.train_list if train else cls.test_list)]
     return ImageArrays(
-        images=np.ascontiguousarray(dataset.data, dtype=np.uint8),
-        labels=np.asarray(dataset.targets, dtype=np.int64),
-        classes=list(dataset.classes),
+        images=np.ascontiguousarray(np.concatenate([images for images, _ in parts])),
+        labels=np.concatenate([labels for _, labels in parts]),
+        classes=read_classes(cls, folder),
     )

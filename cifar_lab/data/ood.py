@@ -71,15 +71,23 @@ class OODFile:
         return ImageSet(self.name, self.path, tuple(self.severity_slices()), labels)
 
 
+def first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
 def check_images(path: Path) -> OODFile:
     """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
     try:
         images = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as err:
+    # Everything is caught on purpose: the file is untrusted, and numpy parses a damaged
+    # header with Python's tokenizer (TokenError, SyntaxError, ...), not only ValueError.
+    except Exception as err:
         raise CifarLabError(
-            f"OOD file {path} is not a readable .npy array ({str(err).splitlines()[0]}); "
+            f"OOD file {path} is not a readable .npy array ({first_line(err)}); "
             f"delete it and download it again"
         ) from err
+    if not isinstance(images, np.ndarray):  # an .npz archive under the .npy name
+        raise CifarLabError(f"OOD file {path} is an .npz archive, not a .npy array; re-download it")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
         raise CifarLabError(
             f"OOD file {path.name} has shape {images.shape} {images.dtype} but "
@@ -101,7 +109,15 @@ def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
             f"{path.name} not found in {path.parent}: CIFAR-C sets need it beside the corruption "
             f"files; re-extract the archive or set ood.download=true"
         )
-    labels = np.load(path)
+    try:
+        labels = np.load(path)  # allow_pickle=False: an object array is refused, not unpickled
+    except Exception as err:  # untrusted: any failure means "not a labels file" (check_images)
+        raise CifarLabError(
+            f"{path} is not a readable .npy array of labels ({first_line(err)}); "
+            f"re-download the set"
+        ) from err
+    if not isinstance(labels, np.ndarray):  # an .npz archive under the .npy name
+        raise CifarLabError(f"{path} is an .npz archive, not a .npy array; re-download the set")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise CifarLabError(
             f"{path} has shape {labels.shape} {labels.dtype} but a 1-D integer array was "

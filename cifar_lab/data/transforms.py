@@ -67,8 +67,17 @@ def _strict(cls: type[A.BasicTransform], **kwargs: Any) -> A.BasicTransform:
         ) from err
 
 
+CROP_KEYS = ("kind", "pad", "scale", "ratio")
+
+
 def _crop(spec: Mapping[str, Any], img_size: int) -> list[A.BasicTransform]:
     """Reflect-pad by `pad` pixels, then a random (resized) crop back to `img_size`."""
+    unknown = sorted(set(spec) - set(CROP_KEYS))
+    if unknown:
+        raise CifarLabError(
+            f"augment.crop has unknown keys {unknown}; expected only {list(CROP_KEYS)}: fix the "
+            f"spelling or remove them"
+        )
     kind = spec.get("kind", "random")
     pad = int(spec.get("pad", 4))
     padded = img_size + 2 * pad

@@ -103,22 +103,48 @@ def write_severity_summary(
     return write_csv(path, ["severity", *(f"mean_{g}" for g in groups), "clean"], rows)
 
 
+def _fraction(cell: str | None) -> float | None:
+    """An accuracy cell as a float in [0, 1]; None for an empty, non-numeric or out-of-range one."""
+    try:
+        value = float(cell)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
 def read_severity_table(path: Path) -> dict[str, list[float]]:
-    """A table written by `write_severity_table` (e.g. a reference model's ood_accuracy.csv)."""
+    """A table written by `write_severity_table` (e.g. a reference model's ood_accuracy.csv),
+    every cell checked: `predict` reads it before scoring, so a bad file fails first."""
     if not path.is_file():
         raise CifarLabError(
             f"ood.reference_csv={path} does not exist; give the ood_accuracy.csv that predict "
             f"wrote for the reference model"
         )
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"corruption", *SEVERITY_COLUMNS} - set(reader.fieldnames or [])
-        if missing:
+    expected = "expected an ood_accuracy.csv written by cifar_lab.predict"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"corruption", *SEVERITY_COLUMNS} - set(reader.fieldnames or [])
+            rows = [] if missing else list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise CifarLabError(
+            f"reference CSV {path} is not a readable CSV ({type(err).__name__}: {err}); {expected}"
+        ) from err
+    if missing:
+        raise CifarLabError(f"reference CSV {path} lacks columns {sorted(missing)}; {expected}")
+    table: dict[str, list[float]] = {}
+    for line, row in enumerate(rows, start=2):
+        values = [_fraction(row.get(column)) for column in SEVERITY_COLUMNS]
+        if not row.get("corruption") or None in values:
+            cells = {k: row.get(k) for k in ("corruption", *SEVERITY_COLUMNS)}
             raise CifarLabError(
-                f"reference CSV {path} lacks columns {sorted(missing)}; expected an "
-                f"ood_accuracy.csv written by cifar_lab.predict"
+                f"reference CSV {path} line {line} has an empty or invalid cell {cells}; "
+                f"expected a corruption name and 5 accuracies in [0, 1]: {expected}"
             )
-        return {row["corruption"]: [float(row[c]) for c in SEVERITY_COLUMNS] for row in reader}
+        table[row["corruption"]] = values  # type: ignore[assignment]
+    if not table:
+        raise CifarLabError(f"reference CSV {path} holds no rows; {expected}")
+    return table
 
 
 def corruption_errors(

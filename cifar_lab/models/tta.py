@@ -92,6 +92,18 @@ class TestTimeAugmentation:
         if include_identity and identity not in self.view_specs:
             self.view_specs.insert(0, identity)
 
+    def check_fits(self, size: int) -> None:
+        """Raise a one-line error if a shift is as large as the `size` x `size` input: such a
+        view holds none of the image (reflect cannot pad that far, zeros leave a blank view,
+        roll wraps back to the image)."""
+        largest = max((max(abs(dy), abs(dx)) for _, (dy, dx) in self.view_specs), default=0)
+        if largest >= size:
+            raise CifarLabError(
+                f"tta.distances shift by up to {largest} pixels but the model's input is {size} x "
+                f"{size}; expected distances < {size} (in pixels of the model's input): lower "
+                f"tta.distances, e.g. tta.distances=[1,2]"
+            )
+
     @property
     def num_views(self) -> int:
         return len(self.view_specs)

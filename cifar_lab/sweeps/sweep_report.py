@@ -26,10 +26,12 @@ from omegaconf import OmegaConf
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.sweeps.jobs import JOB_OVERRIDES, find_jobs
-from cifar_lab.utils import write_csv
+from cifar_lab.utils import run_state, write_csv
 
 DEFAULT_METRIC = "val/acc_best"
-STATUS_ORDER = {"finished": 0, "unfinished": 1, "failed": 2}
+# killed: `running` in metrics.json but its process is gone (SIGKILL, out of memory);
+# terminated: stopped by SIGTERM/SIGUSR1 after saving last.ckpt, resumable
+STATUS_ORDER = {"finished": 0, "unfinished": 1, "terminated": 2, "killed": 3, "failed": 4}
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Job:
 
     name: str
     path: Path
-    status: str  # finished, failed, or unfinished (running, or stopped before metrics.json)
+    status: str  # a STATUS_ORDER key; unfinished = running, or no metrics.json yet
     value: float | None
     params: dict[str, Any]
     epochs: int | None = None
@@ -92,16 +94,22 @@ def read_job(job_dir: Path, sweep_dir: Path, metric: str) -> Job:
     log = read_csv_log(job_dir)
     metrics = read_metrics(job_dir) or {}
     epochs, values = curve(log, metric)
-    status = metrics.get("status")
-    finished_or_failed = status in ("finished", "failed")
+    status = run_state(metrics)
+    notes = {
+        "failed": metrics.get("error", ""),
+        "terminated": f"{metrics.get('signal')}; resume: {metrics.get('resume_command')}",
+        "killed": f"process {metrics.get('pid')} on {metrics.get('host')} is gone",
+        "running": f"running (pid {metrics.get('pid')} on {metrics.get('host')})",
+        None: "no metrics.json yet",
+    }
     return Job(
         name=str(job_dir.relative_to(sweep_dir)),
         path=job_dir,
-        status=status if finished_or_failed else "unfinished",
+        status=status if status in STATUS_ORDER else "unfinished",
         value=metrics.get(metric, values[-1] if values else None),
         params=read_overrides(job_dir),
         epochs=metrics.get("epochs_completed", int(epochs[-1]) + 1 if epochs else None),
-        note=metrics.get("error", "") if finished_or_failed else "no metrics.json yet",
+        note=notes.get(status, ""),
         log=log,
     )
 
@@ -234,7 +242,7 @@ def plot(jobs: Sequence[Job], keys: Sequence[str], metric: str, curve_key: str, 
 
 def summary(jobs: Sequence[Job], metric: str, mode: str) -> str:
     counts = {status: sum(job.status == status for job in jobs) for status in STATUS_ORDER}
-    done = ", ".join(f"{n} {status}" for status, n in counts.items())
+    done = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     return f"{len(jobs)} jobs ({done}), sorted by {metric} ({mode})"
 
 

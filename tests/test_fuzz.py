@@ -1,0 +1,307 @@
+"""Property-based fuzzing of every reader of untrusted files (hypothesis): real checkpoints,
+CIFAR pickles, OOD `.npy` files, `labels.npy` and reference CSVs, truncated, bit-flipped,
+overwritten, re-typed, re-shaped or carrying `__reduce__` payloads. Each reader must return
+valid data or raise `CifarLabError`, never another exception, and never run code (the payloads
+would create a marker file).
+
+CIFAR_LAB_FUZZ_EXAMPLES sets the examples per test (default 100, about 15 s in all here):
+    CIFAR_LAB_FUZZ_EXAMPLES=2000 python -m pytest -q tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from cifar_files import CreatesFile, write_cifar
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from cifar_lab.build import stored_run_config
+from cifar_lab.checkpoint import check_resumable, load_checkpoint, net_weights, payload
+from cifar_lab.data.datasets import IMAGE_SHAPE, load_cifar
+from cifar_lab.data.ood import check_images, check_labels
+from cifar_lab.errors import CifarLabError
+from cifar_lab.evaluation.tables import SEVERITY_COLUMNS, read_severity_table, write_severity_table
+
+EXAMPLES = int(os.environ.get("CIFAR_LAB_FUZZ_EXAMPLES", "100"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,  # nothing written into the repository
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+WORK = Path(tempfile.mkdtemp(prefix="cifar-lab-fuzz-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
+MARKER = WORK / "code-ran"  # what every __reduce__ payload here would create
+
+
+# --- mutations ------------------------------------------------------------------------------
+@st.composite
+def mutated(draw: st.DrawFn, data: bytes) -> bytes:
+    """`data` truncated, bit-flipped (anywhere, or in its first or last 2 kB, where headers and
+    zip directories live), overwritten with junk, or with bytes inserted or appended."""
+    n = len(data)
+    kind = draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "append"]))
+    if kind == "truncate":
+        return data[: draw(st.integers(0, n - 1))]
+    if kind == "flip":
+        region = draw(st.sampled_from([(0, n), (0, min(n, 2048)), (max(0, n - 2048), n)]))
+        out = bytearray(data)
+        for position in draw(st.lists(st.integers(*region).map(lambda p: min(p, n - 1)),
+                                      min_size=1, max_size=8)):  # fmt: skip
+            out[position] ^= 1 << draw(st.integers(0, 7))
+        return bytes(out)
+    start = draw(st.integers(0, n))
+    junk = draw(st.binary(min_size=1, max_size=64))
+    if kind == "overwrite":
+        return data[:start] + junk + data[start + len(junk) :]
+    if kind == "insert":
+        return data[:start] + junk + data[start:]
+    return data + junk
+
+
+def leaves() -> st.SearchStrategy:
+    small_arrays = hnp.arrays(
+        st.sampled_from([np.uint8, np.int64, np.float32, np.bool_, np.int8]),
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+    )
+    return st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6),
+        st.binary(max_size=6), small_arrays, st.builds(CreatesFile, st.just(MARKER)),
+    )  # fmt: skip
+
+
+def structures() -> st.SearchStrategy:
+    """Nested lists/dicts of numbers, strings, bytes, numpy arrays and code payloads."""
+    keys = st.sampled_from(["data", "labels", "fine_labels", "filenames", "other"]) | st.text(
+        max_size=4
+    )
+    return st.recursive(
+        leaves(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(keys, children, max_size=4)
+            | st.tuples(children, children)
+        ),
+        max_leaves=12,
+    )
+
+
+def check(read: Callable[[Path], Any], path: Path, valid: Callable[[Any], None]) -> None:
+    """`read(path)` returns something `valid` accepts or raises CifarLabError; runs no code."""
+    try:
+        result = read(path)
+    except CifarLabError as err:
+        assert str(err) and "\n" not in str(err)
+        event("refused with a one-line error")
+    else:
+        valid(result)
+        event("read as valid data")
+    assert not MARKER.exists(), "a file's payload ran"
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+def read_checkpoint_as_predict_and_train_do(path: Path) -> dict:
+    checkpoint = load_checkpoint(path)
+    stored_run_config(payload(checkpoint, path).config, str(path))
+    check_resumable(checkpoint, path)
+    net_weights(checkpoint)
+    return checkpoint
+
+
+def a_checkpoint(result: Any) -> None:
+    assert isinstance(result, dict) and isinstance(result["state_dict"], dict)
+
+
+def edited(checkpoint: dict, draw: st.DrawFn) -> dict:
+    """The checkpoint with one entry (at any depth) removed or replaced by another value."""
+    node, path = checkpoint, []
+    while isinstance(node, dict) and node and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(node, key=str)))
+        path.append(key)
+        node = node[key]
+    if not path:
+        path.append(draw(st.sampled_from(sorted(checkpoint, key=str))))
+    parent = checkpoint
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(structures())
+    return checkpoint
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_checkpoints_load_or_fail_with_one_line(tiny_checkpoint: Path, data) -> None:
+    original = tiny_checkpoint.read_bytes()
+    path = WORK / "fuzzed.ckpt"
+    if data.draw(st.booleans()):
+        path.write_bytes(data.draw(mutated(original)))
+    else:
+        checkpoint = edited(torch.load(io.BytesIO(original), weights_only=True), data.draw)
+        torch.save(checkpoint, path)
+
+    check(read_checkpoint_as_predict_and_train_do, path, a_checkpoint)
+
+
+def test_a_checkpoint_carrying_a_reduce_payload_runs_nothing(tiny_checkpoint: Path) -> None:
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["cifar_lab"]["config"]["model"] = CreatesFile(MARKER)
+    torch.save(checkpoint, WORK / "evil.ckpt")
+
+    with pytest.raises(CifarLabError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(WORK / "evil.ckpt")
+    assert not MARKER.exists()
+
+
+# --- CIFAR pickles --------------------------------------------------------------------------
+CIFAR_ROOT = write_cifar(WORK / "cifar", "cifar100", n_train=10, n_test=10)
+CIFAR_DIR = CIFAR_ROOT / "cifar-100-python"
+ORIGINAL = {name: (CIFAR_DIR / name).read_bytes() for name in ("test", "meta")}
+
+
+def cifar_split(result: Any) -> None:
+    n = len(result.labels)
+    assert result.images.dtype == np.uint8 and result.images.shape == (n, *IMAGE_SHAPE)
+    assert result.labels.dtype == np.int64 and result.labels.shape == (n,)
+    assert all(isinstance(c, str) for c in result.classes)
+
+
+@st.composite
+def almost_batches(draw: st.DrawFn) -> dict:
+    """Dicts shaped like a CIFAR batch whose parts may have other dtypes, shapes and values."""
+    n = draw(st.integers(0, 4))
+    width = draw(st.sampled_from([3072, 3071, 1024]))
+    dtype = draw(st.sampled_from([np.uint8, np.int16, np.float32, object]))
+    data = np.zeros((n, width), dtype)
+    labels = draw(
+        st.lists(st.integers(-(2**70), 2**70), min_size=n, max_size=n)
+        | st.lists(st.integers(-2, 200), min_size=max(n - 1, 0), max_size=n + 1)
+        | structures()
+    )
+    return {"data": data, draw(st.sampled_from(["fine_labels", "labels", "x"])): labels}
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_cifar_pickles_load_or_fail_with_one_line(data) -> None:
+    target = data.draw(st.sampled_from(["test", "meta"]))
+    how = data.draw(st.sampled_from(["bytes", "structure", "batch"]))
+    if how == "bytes":
+        raw = data.draw(mutated(ORIGINAL[target]))
+    else:
+        content = data.draw(structures() if how == "structure" else almost_batches())
+        raw = pickle.dumps(content, protocol=data.draw(st.integers(0, 5)))
+    (CIFAR_DIR / target).write_bytes(raw)
+    try:
+        check(
+            lambda root: load_cifar("cifar100", root, False, False, False), CIFAR_ROOT, cifar_split
+        )
+    finally:
+        (CIFAR_DIR / target).write_bytes(ORIGINAL[target])
+
+
+# --- OOD files and labels -------------------------------------------------------------------
+def valid_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+IMAGES_NPY = valid_npy(np.random.default_rng(0).integers(0, 256, (10, *IMAGE_SHAPE), np.uint8))
+LABELS_NPY = valid_npy(np.arange(10, dtype=np.uint8))
+
+
+@st.composite
+def npy_files(draw: st.DrawFn, original: bytes) -> bytes:
+    """A mutated copy of `original`, an array of another dtype/shape, an object array (with a
+    payload) or an .npz archive."""
+    kind = draw(st.sampled_from(["bytes", "array", "object", "npz"]))
+    if kind == "bytes":
+        return draw(mutated(original))
+    buffer = io.BytesIO()
+    if kind == "array":
+        shape = hnp.array_shapes(min_dims=0, max_dims=4, max_side=6) | st.just((5, 32, 32, 3))
+        dtype = st.sampled_from([np.uint8, np.int64, np.float16, np.bool_, ">u2", "S3"])
+        np.save(buffer, draw(hnp.arrays(dtype, shape)))
+    elif kind == "object":
+        np.save(buffer, np.array([CreatesFile(MARKER), 1], dtype=object), allow_pickle=True)
+    else:
+        np.savez(buffer, images=np.zeros((5, *IMAGE_SHAPE), np.uint8))
+    return buffer.getvalue()
+
+
+def ood_images(result: Any) -> None:
+    images = result.image_set().read(0, 5 * result.per_severity)
+    assert images.dtype == np.uint8 and images.shape == (5 * result.per_severity, *IMAGE_SHAPE)
+
+
+def labels_of_10(result: Any) -> None:
+    assert result.dtype == np.int64 and result.shape == (10,) and result.min() >= 0
+    assert result.max() < 10
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_ood_files_load_or_fail_with_one_line(data) -> None:
+    (WORK / "fog.npy").write_bytes(data.draw(npy_files(IMAGES_NPY)))
+    check(check_images, WORK / "fog.npy", ood_images)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_labels_load_or_fail_with_one_line(data) -> None:
+    (WORK / "labels.npy").write_bytes(data.draw(npy_files(LABELS_NPY)))
+    check(lambda path: check_labels(path, 10, 10), WORK / "labels.npy", labels_of_10)
+
+
+# --- reference CSVs -------------------------------------------------------------------------
+REFERENCE = write_severity_table(WORK / "reference.csv", {"fog": [0.5] * 5, "snow": [0.25] * 5},
+                                 {"all": ["fog", "snow"]}).read_bytes()  # fmt: skip
+
+
+def severity_table(result: Any) -> None:
+    assert result and all(
+        isinstance(name, str) and len(values) == 5 and all(0 <= v <= 1 for v in values)
+        for name, values in result.items()
+    )
+
+
+@st.composite
+def csv_texts(draw: st.DrawFn) -> bytes:
+    """Rows of cells that may be empty, non-numeric or out of range, under a drawn header."""
+    columns = draw(st.lists(st.sampled_from(["corruption", *SEVERITY_COLUMNS, "x"]), max_size=8)
+                   | st.just(["corruption", *SEVERITY_COLUMNS]))  # fmt: skip
+    cell = st.sampled_from(["", "0.5", "1", "-0.1", "2", "nan", "inf", "fog", '"', "\x00"])
+    rows = draw(st.lists(st.lists(cell, max_size=len(columns) + 1), max_size=4))
+    return "\n".join(",".join(r) for r in [columns, *rows]).encode()
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_reference_csvs_load_or_fail_with_one_line(data) -> None:
+    raw = data.draw(mutated(REFERENCE) | csv_texts())
+    (WORK / "ref.csv").write_bytes(raw)
+    check(read_severity_table, WORK / "ref.csv", severity_table)
+
+
+def test_the_payload_really_creates_the_marker() -> None:
+    """The properties above mean something only if unpickling a payload does run it."""
+    marker = WORK / "sanity"
+    pickle.loads(pickle.dumps(CreatesFile(marker)))
+    assert marker.exists()
+    marker.unlink()

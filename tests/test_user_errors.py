@@ -1,0 +1,171 @@
+"""Every bad value of issue 10's list is one `error:` line that names it, what was expected and
+the fix, raised before any long work (data loading, fitting, scoring)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONF_DIR, run_module, tiny_data
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from ood_files import random_images, write_corruption_set
+
+from cifar_lab import predict as predict_module
+from cifar_lab.data.ood import check_labels
+from cifar_lab.errors import CifarLabError
+from cifar_lab.show_augment import augmentation_grid
+from cifar_lab.train import train
+
+
+def user_error(call: Callable[[], object], expected: str) -> str:
+    """The one-line CifarLabError `call` raises (unwrapped from Hydra's instantiate)."""
+    with pytest.raises((CifarLabError, InstantiationException)) as info:
+        call()
+    err = info.value.__cause__ if isinstance(info.value, InstantiationException) else info.value
+    assert isinstance(err, CifarLabError), repr(err)
+    message = str(err)
+    assert "\n" not in message and re.search(expected, message), message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.batch_size=0", r"data.batch_size=0 is invalid; expected an integer >= 1"),
+        ("data.batch_size=-4", r"data.batch_size=-4 is invalid"),
+        ("data.eval_batch_size=0", r"data.eval_batch_size=0 is invalid"),
+        ("data.val_fraction=0.999", r"val_fraction=0.999 of 200 .* leaves no training image"),
+        ("data.val_fraction=0.001", r"leaves no validation image.*data.val_fraction=0"),
+        ("optim.optimizer.lr=-0.1", r"optim.optimizer.lr=-0.1 is invalid; expected .* >= 0"),
+        ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing; expected .* >= 1"),
+        ("+augment.crop.size=28", r"augment.crop has unknown keys \['size'\]; expected only"),
+    ],
+)
+def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, expected) -> None:
+    cfg = train_cfg(override, "logger=none")
+
+    user_error(lambda: train(cfg), expected)
+
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # nothing was fitted
+
+
+def predict_cfg(ckpt: Path, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "predict",
+            overrides=[f"ckpt={ckpt}", f"paths.output_dir={out}", "data.check_integrity=false",
+                       "data.num_workers=0", *overrides],
+        )  # fmt: skip
+
+
+@pytest.fixture
+def never_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    def score(*args, **kwargs):
+        raise AssertionError("scoring started before the bad value was found")
+
+    monkeypatch.setattr(predict_module, "score", score)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.batch_size=0"], r"data.batch_size=0 is invalid"),
+        (["data.eval_batch_size=-1"], r"data.eval_batch_size=-1 is invalid"),
+        (["tta=shift", "tta.distances=[1,32]"], r"shift by up to 32 pixels .* is 32 x 32"),
+        (["tta=shift", "tta.padding=zeros", "tta.distances=[40]"], r"expected distances < 32"),
+    ],
+)
+def test_a_bad_predict_value_is_one_line_before_scoring(
+    tiny_checkpoint, tmp_path, never_scores, overrides, expected
+) -> None:
+    user_error(
+        lambda: predict_module.predict(predict_cfg(tiny_checkpoint, tmp_path / "out", *overrides)),
+        expected,
+    )
+
+
+@pytest.mark.parametrize(
+    ("csv", "expected"),
+    [
+        ("corruption,severity_1\nfog,0.5\n", "lacks columns"),
+        ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\nfog,0.5,,0.5,0.5,0.5\n",
+         r"line 2 has an empty or invalid cell .*'severity_2': ''"),
+        ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\nfog,1,2,3,4,5\n",
+         r"5 accuracies in \[0, 1\]"),
+        ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\n", "holds no rows"),
+    ],
+    ids=["columns", "empty-cell", "not-fractions", "no-rows"],
+)  # fmt: skip
+def test_a_bad_reference_csv_fails_before_scoring(
+    tiny_checkpoint, tmp_path, never_scores, csv, expected
+) -> None:
+    ood = write_corruption_set(tmp_path / "c", {"fog": random_images(10)}, np.zeros(10))
+    (tmp_path / "ref.csv").write_text(csv)
+    cfg = predict_cfg(tiny_checkpoint, tmp_path / "out", "ood=cifar100c", f"ood.root={ood}",
+                      f"ood.reference_csv={tmp_path / 'ref.csv'}", "clean=false")  # fmt: skip
+
+    user_error(lambda: predict_module.predict(cfg), expected)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (b"", "not a readable .npy array of labels"),
+        ("truncated", "not a readable .npy array of labels"),
+        (np.array([1, "a"], dtype=object), "not a readable .npy array of labels"),
+        (np.zeros(10, np.float32), "a 1-D integer array was expected"),
+    ],
+    ids=["empty", "truncated", "object", "float"],
+)
+def test_bad_labels_npy_is_one_line(tmp_path: Path, labels, expected) -> None:
+    path = tmp_path / "labels.npy"
+    if isinstance(labels, bytes):
+        path.write_bytes(labels)
+    elif isinstance(labels, str):
+        np.save(path, np.zeros(1000, np.uint8))
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        np.save(path, labels, allow_pickle=True)
+
+    user_error(lambda: check_labels(path, num_classes=100, expected_len=10), expected)
+
+
+def show_augment_cfg(root: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("show_augment", overrides=[*tiny_data(root), *overrides])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("split=val", r"split='val' is unknown; expected split=train or split=test"),
+        ("num_images=0", r"num_images=0 is invalid; expected an integer >= 1"),
+        ("num_views=-1", r"num_views=-1 is invalid; expected an integer >= 0"),
+    ],
+)
+def test_a_bad_preview_setting_is_one_line(tmp_path: Path, override, expected) -> None:
+    cfg = show_augment_cfg(tmp_path / "nowhere", override, f"output={tmp_path / 'x.png'}")
+
+    user_error(lambda: augmentation_grid(cfg), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("cifar_lab.train", ["data.batch_size=0"], "error: data.batch_size=0 is invalid"),
+        ("cifar_lab.show_augment", ["num_images=0"], "error: num_images=0 is invalid"),
+    ],
+)
+def test_bad_values_on_the_command_line_are_one_error_line(
+    cifar100_root: Path, tmp_path: Path, module, args, expected
+) -> None:
+    result = run_module(module, *tiny_data(cifar100_root), *args, "hydra.run.dir=run", cwd=tmp_path)
+
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-2000:]
