@@ -100,6 +100,9 @@ def test_a_second_train_into_a_finished_runs_folder_exits_non_zero_and_keeps_it(
     _, run = finished_run(train_cfg)
     best, metrics = (run / "checkpoints" / "best.ckpt").read_bytes(), (run / "metrics.json")
     before = metrics.read_text()
+    records = run / ".hydra" / "overrides.yaml"  # what Hydra wrote for the first run
+    records.parent.mkdir()
+    records.write_text("- model.widths=[8,8,16,16,16]\n")
 
     result = run_module(
         "cifar_lab.train", *tiny_data(cifar100_root), *tiny_training(), *TINY_CONVNET,
@@ -112,6 +115,8 @@ def test_a_second_train_into_a_finished_runs_folder_exits_non_zero_and_keeps_it(
     assert "overwrite=true" in errors[0] and "ckpt_path=auto" in errors[0]
     assert (run / "checkpoints" / "best.ckpt").read_bytes() == best
     assert metrics.read_text() == before
+    assert records.read_text() == "- model.widths=[8,8,16,16,16]\n"  # its records kept
+    assert len(list(run.glob(".hydra-*/overrides.yaml"))) == 1  # the refused run's beside them
 
 
 def test_a_run_may_resume_into_its_own_folder_or_overwrite_it_when_asked(train_cfg) -> None:
