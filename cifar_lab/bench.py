@@ -3,6 +3,7 @@
     python -m cifar_lab.bench data.root=/data                       # all sections
     python -m cifar_lab.bench bench=data data.root=/data            # augmentation only
     python -m cifar_lab.bench bench=train model=resnet50 data.batch_size=512 augment.backend=batched
+    python -m cifar_lab.bench bench=gpu_check data.root=/data   # every GPU path (reduced on a CPU)
 
 Prints one JSON object and writes it to `<run dir>/bench.json`. Every figure is the median over
 `bench.repeats` repeats after `bench.warmup` warm-up steps, with `_min`/`_max` beside it; each
@@ -24,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.benchmarks.data import bench_data
+from cifar_lab.benchmarks.gpu_check import bench_gpu_check
 from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
@@ -37,6 +39,7 @@ SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,
     "train": bench_train,
     "predict": bench_predict,
+    "gpu_check": bench_gpu_check,
 }
 
 
