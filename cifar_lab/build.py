@@ -37,6 +37,7 @@ TRUSTED_TARGETS = frozenset(
         "cifar_lab.models.schedule.warmup_cosine",
         "cifar_lab.data.CIFARDataModule",
         "cifar_lab.data.datamodule.CIFARDataModule",
+        "cifar_lab.training.ema.EMA",
     }
 )
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
