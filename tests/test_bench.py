@@ -99,3 +99,23 @@ def test_the_command_prints_the_json_it_writes(cifar100_root: Path, tmp_path: Pa
     printed = json.loads(done.stdout[done.stdout.index("{\n") :])
     assert printed == written
     assert written["train"]["lightning_over_plain"] > 0 and written["model"] == "convnet"
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_case_in_reduced_mode_on_a_cpu(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_data(cifar100_root), "bench=gpu_check", f"hydra.run.dir={run_dir}"]
+    done = run_module("cifar_lab.bench", *overrides, cwd=REPO, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = json.loads((run_dir / "bench.json").read_text())["gpu_check"]
+    assert check["reduced"] is True and check["failed"] == []
+    for model in ("convnet", "resnet50"):
+        for backend in ("albumentations", "batched"):
+            assert check[f"{model}_{backend}"]["end_to_end_over_model"] > 0
+    assert check["compile"]["lightning_img_per_s"] > 0
+    assert check["predict_shift"]["shift"]["views"] == 16
+    for recipe in ("speedrun", "speedrun_muon_ema"):
+        assert 0.0 <= check[recipe]["val/acc"] <= 1.0 and check[recipe]["fit_seconds"] > 0
