@@ -98,8 +98,12 @@ def main(cfg: DictConfig) -> None:
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
         result = run_bench(cfg)
-        write_json(Path(cfg.paths.output_dir) / "bench.json", result)
+        path = Path(cfg.paths.output_dir) / "bench.json"
+        write_json(path, result)
         print(json.dumps(result, indent=2))
+        failed = result.get("gpu_check", {}).get("failed")
+        if failed:
+            raise CifarLabError(f"gpu_check cases {failed} failed; their errors are in {path}")
 
 
 if __name__ == "__main__":
