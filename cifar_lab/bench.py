@@ -3,6 +3,7 @@
     python -m cifar_lab.bench data.root=/data                       # all sections
     python -m cifar_lab.bench bench=data data.root=/data            # augmentation only
     python -m cifar_lab.bench bench=train model=resnet50 data.batch_size=512 augment.backend=batched
+    python -m cifar_lab.bench bench=gpu_check data.root=/data   # every GPU path (reduced on a CPU)
 
 Prints one JSON object and writes it to `<run dir>/bench.json`. Every figure is the median over
 `bench.repeats` repeats after `bench.warmup` warm-up steps, with `_min`/`_max` beside it; each
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.benchmarks.corrupt import bench_corrupt
 from cifar_lab.benchmarks.data import bench_data
+from cifar_lab.benchmarks.gpu_check import bench_gpu_check
 from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
@@ -39,6 +41,7 @@ SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "train": bench_train,
     "predict": bench_predict,
     "corrupt": bench_corrupt,
+    "gpu_check": bench_gpu_check,
 }
 
 
@@ -97,8 +100,12 @@ def main(cfg: DictConfig) -> None:
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
         result = run_bench(cfg)
-        write_json(Path(cfg.paths.output_dir) / "bench.json", result)
+        path = Path(cfg.paths.output_dir) / "bench.json"
+        write_json(path, result)
         print(json.dumps(result, indent=2))
+        failed = result.get("gpu_check", {}).get("failed")
+        if failed:
+            raise CifarLabError(f"gpu_check cases {failed} failed; their errors are in {path}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.ood import OODSet
 from cifar_lab.errors import CifarLabError
-from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.speed import cudnn_benchmark, split_model_config
 from cifar_lab.training.checkpoint_io import AtomicCheckpointIO
@@ -38,6 +38,7 @@ TRUSTED_TARGETS = frozenset(
         "cifar_lab.models.schedule.warmup_cosine",
         "cifar_lab.data.CIFARDataModule",
         "cifar_lab.data.datamodule.CIFARDataModule",
+        "cifar_lab.training.ema.EMA",
     }
 )
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -129,6 +130,8 @@ def build_module(
         mix=OmegaConf.to_container(cfg.augment.mix) if cfg.augment.get("mix") else None,
         run_config=run_config,
         tta=tta,
+        loss=cfg.loss.get("name") or "cross_entropy",
+        jsd_alpha=cfg.loss.get("jsd_alpha", 12.0),
         **speed_options,
     )
 
@@ -145,7 +148,12 @@ def build_datamodule(
     `predict_clean` choose what its predict loaders serve."""
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
     return instantiate(
-        cfg.data, augment=augment, ood=ood, predict_clean=predict_clean, _convert_="all"
+        cfg.data,
+        augment=augment,
+        ood=ood,
+        predict_clean=predict_clean,
+        train_views=loss_views(cfg.loss.get("name")),
+        _convert_="all",
     )
 
 

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONF_DIR, TINY_CONVNET, run_module, tiny_data
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from cifar_lab.bench import run_bench
+from cifar_lab.benchmarks.gpu_check import bench_gpu_check
 from cifar_lab.errors import CifarLabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,3 +102,41 @@ def test_the_command_prints_the_json_it_writes(cifar100_root: Path, tmp_path: Pa
     printed = json.loads(done.stdout[done.stdout.index("{\n") :])
     assert printed == written
     assert written["train"]["lightning_over_plain"] > 0 and written["model"] == "convnet"
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_case_in_reduced_mode_on_a_cpu(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_data(cifar100_root), "bench=gpu_check", f"hydra.run.dir={run_dir}"]
+    done = run_module("cifar_lab.bench", *overrides, cwd=REPO, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = json.loads((run_dir / "bench.json").read_text())["gpu_check"]
+    assert check["reduced"] is True and check["failed"] == []
+    for model in ("convnet", "resnet50"):
+        for backend in ("albumentations", "batched"):
+            assert check[f"{model}_{backend}"]["end_to_end_over_model"] > 0
+    assert check["compile"]["lightning_img_per_s"] > 0
+    assert check["predict_shift"]["shift"]["views"] == 16
+    for recipe in ("speedrun", "speedrun_muon_ema"):
+        assert 0.0 <= check[recipe]["val/acc"] <= 1.0 and check[recipe]["fit_seconds"] > 0
+
+
+def test_a_failing_gpu_check_case_is_recorded_and_the_others_still_run(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_bench(["bench=gpu_check", *tiny_overrides(cifar100_root, tmp_path)])
+    with open_dict(cfg):
+        cfg.bench.gpu_check.overrides = tiny_data(cifar100_root)  # the cases' own command line
+        cases = cfg.bench.gpu_check.cases
+        cfg.bench.gpu_check.cases = {
+            "broken": {"kind": "train", "overrides": ["model=no_such_model"]},
+            "speedrun": cases.speedrun,
+        }
+
+    result = bench_gpu_check(cfg, torch.device("cpu"))
+
+    assert result["failed"] == ["broken"] and "no_such_model" in result["broken"]["error"]
+    assert 0.0 <= result["speedrun"]["val/acc"] <= 1.0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from cifar_lab.corruptions.writer import balanced_subset
 from cifar_lab.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, corruption_rng
+from cifar_lab.corruptions.writer import balanced_subset
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.ood import CorruptionSet
 

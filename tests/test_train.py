@@ -97,10 +97,21 @@ EVERY_EPOCH = [
 ]
 
 
-def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ["augment=seed"],
+        ["augment=seed", "callbacks=ema"],
+        ["augment=seed", "augment.backend=batched", "augment.batched_on=device"],
+    ],
+    ids=["albumentations", "ema", "batched_on_device"],
+)
+def test_resume_continues_exactly_where_training_stopped(
+    train_cfg, tmp_path: Path, recipe: list[str]
+) -> None:
     common = [
         *TINY_CONVNET,
-        "augment=seed",
+        *recipe,
         "trainer.max_epochs=3",
         "optim.scheduler.warmup_epochs=1",
     ]
@@ -118,10 +129,13 @@ def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Pa
     assert resumed["global_step"] == full["global_step"] == 9
     assert resumed["train/lr"] == pytest.approx(full["train/lr"])
     assert resumed["val/acc_best"] == full["val/acc_best"]  # over all epochs, not since resume
-    full_weights = load_checkpoint(full["last_model_path"])["state_dict"]
-    resumed_weights = load_checkpoint(resumed["last_model_path"])["state_dict"]
-    for name, tensor in full_weights.items():
-        torch.testing.assert_close(resumed_weights[name], tensor, msg=name)
+    full_checkpoint = load_checkpoint(full["last_model_path"])
+    resumed_checkpoint = load_checkpoint(resumed["last_model_path"])
+    # with EMA: state_dict is the average, current_model_state the training weights
+    for part in ("state_dict", "current_model_state", "averaging_state"):
+        assert (part in resumed_checkpoint) == (part in full_checkpoint), part
+        for name, tensor in full_checkpoint.get(part, {}).items():
+            torch.testing.assert_close(resumed_checkpoint[part][name], tensor, msg=name)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from cifar_lab.benchmarks.timing import figures, synchronize
 from cifar_lab.build import build_datamodule, build_module, quiet_trainer, resolve_precision
 from cifar_lab.errors import CifarLabError
-from cifar_lab.models.classifier import CIFARClassifier
+from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.speed import cudnn_benchmark, to_memory_format
 from cifar_lab.utils import peak_rss_mib
 
@@ -87,12 +87,15 @@ def bench_trainer(cfg: DictConfig, device: torch.device, timer: StepTimer) -> L.
 
 
 def memory_batches(cfg: DictConfig, device: torch.device, count: int = 4) -> list[Batch]:
-    """`count` batches of normalised-looking images and labels, already on the device."""
+    """`count` batches of normalised-looking images and labels, already on the device (with
+    `loss=jsd`, each image as its views: (B, views, 3, S, S))."""
     size, channels_last = cfg.data.img_size, bool(cfg.model.get("channels_last"))
+    views = loss_views(cfg.loss.get("name"))
+    shape = (cfg.data.batch_size, *([views] if views > 1 else []), 3, size, size)
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = []
     for _ in range(count):
-        images = torch.randn(cfg.data.batch_size, 3, size, size, generator=generator)
+        images = torch.randn(*shape, generator=generator)
         labels = torch.randint(cfg.data.num_classes, (cfg.data.batch_size,), generator=generator)
         batches.append((to_memory_format(images, channels_last).to(device), labels.to(device)))
     return batches

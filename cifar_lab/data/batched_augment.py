@@ -17,6 +17,10 @@ drawn per image from a range, and JPEG at an integer quality per image. On the C
 through libjpeg (torchvision.io) for the selected images only: on one core of the lab's CPU,
 kornia's tensor codec ran at about 5,000 images/s (over the whole batch, whatever `p`), libjpeg
 at about 19,000. On a GPU the tensor codec needs no host round trip.
+
+Random erasing is timm's own, which already erases each sample of a batch on its own. The policy
+augmentations (RandAugment, TrivialAugment, AugMix) are refused: kornia's policies draw one
+sub-policy per batch, not per image, and kornia has no AugMix.
 """
 
 from __future__ import annotations
@@ -33,11 +37,17 @@ from kornia.augmentation import IntensityAugmentationBase2D
 from kornia.augmentation.random_generator import PlainUniformGenerator
 from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.enhance import adjust_brightness, adjust_contrast, jpeg_codec_differentiable
+from timm.data.random_erasing import RandomErasing
 from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from cifar_lab.data.datasets import NATIVE_SIZE
-from cifar_lab.data.transforms import build_eval_transform, build_train_transform
+from cifar_lab.data.transforms import (
+    RandomErasingStep,
+    TorchvisionPolicy,
+    build_eval_transform,
+    build_train_transform,
+)
 from cifar_lab.errors import CifarLabError
 
 Params = dict[str, torch.Tensor]
@@ -123,6 +133,30 @@ class RandomClaheLightness(K.RandomClahe):
         lab = rgb_to_lab(input.clamp(0.0, 1.0))
         lightness = super().apply_transform(lab[:, :1] / 100, params, flags, transform) * 100
         return lab_to_rgb(torch.cat([lightness, lab[:, 1:]], dim=1))
+
+
+class BatchRandomErasing(nn.Module):
+    """timm's RandomErasing on a normalised batch: timm erases each sample of a batch on its own
+    (its box, and whether it erases at all, drawn per sample); the fill is made on the batch's
+    device."""
+
+    def __init__(self, step: RandomErasingStep):
+        super().__init__()
+        self.erasing = RandomErasing(probability=step.p, device="cpu", **step.erasing_args)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.erasing.device = images.device
+        self.erasing(images)
+        return images
+
+
+def _policy(step: TorchvisionPolicy) -> nn.Module:
+    # kornia's RandAugment/TrivialAugment apply one sub-policy to the whole batch, and it has no
+    # AugMix: nothing draws a policy per image, so the batched backend refuses them.
+    raise CifarLabError(
+        f"augment.{step.name} has no batched (kornia) equivalent that draws its policy per "
+        f"image; use augment.backend=albumentations"
+    )
 
 
 # --- albumentations step -> kornia module ------------------------------------------------
@@ -212,6 +246,8 @@ CONVERTERS: dict[type, Callable[[Any, int], nn.Module | None]] = {
     A.ColorJitter: lambda s, _: K.ColorJitter(s.brightness, s.contrast, s.saturation, s.hue, p=s.p),
     A.ImageCompression: lambda s, _: _jpeg(s),
     A.Normalize: lambda s, _: _normalize(s),
+    RandomErasingStep: lambda s, _: BatchRandomErasing(s),
+    TorchvisionPolicy: lambda s, _: _policy(s),
     ToTensorV2: lambda s, _: None,  # batches are tensors already
 }
 

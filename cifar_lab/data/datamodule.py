@@ -21,7 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 from cifar_lab.data.datasets import ImageArrays, load_cifar
 from cifar_lab.data.mixing import mixing_enabled
 from cifar_lab.data.ood import ImageSet, OODSet
-from cifar_lab.data.pipelines import InputPipeline, build_input_pipeline, resolve_backend
+from cifar_lab.data.pipelines import (
+    InputPipeline,
+    build_input_pipeline,
+    resolve_backend,
+    resolve_batched_on,
+)
 from cifar_lab.data.transforms import Transforms, build_transforms
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import usable_cores
@@ -89,6 +94,7 @@ class CIFARDataModule(L.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         ood: OODSet | None = None,
         predict_clean: bool = True,
+        train_views: int = 1,
     ):
         super().__init__()
         check_batch_size("batch_size", batch_size)
@@ -97,7 +103,9 @@ class CIFARDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False, ignore=["ood"])
         self.augment = dict(augment or {})
         self.backend = resolve_backend(self.augment.get("backend"))
-        self.transforms: Transforms = build_transforms(self.augment, name, img_size)
+        self.batched_on = self.augment.get("batched_on")
+        resolve_batched_on(self.batched_on)  # a bad value fails here, before any data is read
+        self.transforms: Transforms = build_transforms(self.augment, name, img_size, train_views)
         self.num_workers = resolve_num_workers(num_workers)
         self.root = Path(root).expanduser()
         self.drop_last_train = mixing_enabled(self.augment.get("mix"))
@@ -147,6 +155,7 @@ class CIFARDataModule(L.LightningDataModule):
                 self.num_workers,
                 self.data_device(),
                 self.hparams.pin_memory,
+                self.batched_on,
             )
         return self.input
 

@@ -28,6 +28,10 @@ from cifar_lab.data.transforms import Transforms
 from cifar_lab.errors import CifarLabError
 
 BACKENDS = ("albumentations", "batched")
+# augment.batched_on: where the batched backend holds and augments the images. auto: on the
+# trainer's device when that is a GPU, else in the loader workers; device: on the trainer's device
+# whatever it is (the GPU path, runnable on a CPU), in `on_after_batch_transfer`, no workers.
+BATCHED_ON = ("auto", "device", "workers")
 
 Preprocess = Callable[[np.ndarray], torch.Tensor]  # uint8 (n, H, W, 3) -> a model-ready batch
 
@@ -115,7 +119,7 @@ class PerImageInput:
         self.pin_memory = pin_memory and torch.cuda.is_available()
 
     def train_set(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
-        return ArrayDataset(images, labels, self.transforms.train)
+        return ArrayDataset(images, labels, self.transforms.train_views or self.transforms.train)
 
     def eval_set(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
         return ArrayDataset(images, labels, self.transforms.eval)
@@ -146,8 +150,8 @@ class PerImageInput:
 
 class BatchedInput:
     """kornia on whole uint8 batches. `on_device` (the default on a GPU): the images are held on
-    `device` as one tensor and augmented after transfer, with no workers; otherwise the loader
-    workers augment them."""
+    `device` as one tensor and augmented after transfer, with no workers; otherwise they are held
+    on the CPU and the loader workers augment them."""
 
     def __init__(
         self,
@@ -156,6 +160,11 @@ class BatchedInput:
         device: torch.device,
         on_device: bool | None = None,
     ):
+        if transforms.train_views is not None:
+            raise CifarLabError(
+                "loss=jsd needs a clean and two augmented views of each image, which only the "
+                "per-image pipeline makes; use augment.backend=albumentations"
+            )
         size = transforms.img_size
         self.train_pipeline: BatchedPipeline = from_albumentations(transforms.train, size)
         self.eval_pipeline: BatchedPipeline = from_albumentations(transforms.eval, size)
@@ -163,9 +172,9 @@ class BatchedInput:
         self.on_device = device.type != "cpu" if on_device is None else on_device
 
     def _images(self, images: np.ndarray, labels: np.ndarray, pipeline: BatchedPipeline):
-        return BatchedImages(
-            images, labels, None if self.on_device else pipeline, device=self.device
-        )
+        if self.on_device:
+            return BatchedImages(images, labels, None, device=self.device)
+        return BatchedImages(images, labels, pipeline)
 
     def train_set(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
         return self._images(images, labels, self.train_pipeline)
@@ -179,9 +188,8 @@ class BatchedInput:
         return batch if self.on_device else self.eval_pipeline(batch)
 
     def loader(self, dataset: Dataset, batch_size: int, train: bool, drop_last: bool) -> DataLoader:
-        return batch_loader(
-            dataset, batch_size, train, train and drop_last, self.num_workers, seed_worker
-        )
+        workers = 0 if self.on_device else self.num_workers
+        return batch_loader(dataset, batch_size, train, train and drop_last, workers, seed_worker)
 
     def predict_loader(self, image_set: ImageSet, batch_size: int) -> DataLoader:
         return block_loader(BlockBatches(image_set, self.preprocess, batch_size), self.num_workers)
@@ -211,14 +219,27 @@ def resolve_backend(backend: str | None) -> str:
     return backend
 
 
+def resolve_batched_on(batched_on: str | None) -> bool | None:
+    """`augment.batched_on` as `BatchedInput`'s `on_device` (None = decide by the device)."""
+    batched_on = batched_on or "auto"
+    if batched_on not in BATCHED_ON:
+        raise CifarLabError(
+            f"augment.batched_on={batched_on!r} is unknown; expected one of {BATCHED_ON}"
+        )
+    return {"auto": None, "device": True, "workers": False}[batched_on]
+
+
 def build_input_pipeline(
     backend: str | None,
     transforms: Transforms,
     num_workers: int,
     device: torch.device,
     pin_memory: bool = True,
+    batched_on: str | None = "auto",
 ) -> InputPipeline:
-    """The strategy `augment.backend` names, for data served on `device`."""
+    """The strategy `augment.backend` names, for data served on `device`; `batched_on` says
+    where the batched backend holds and augments the images."""
+    on_device = resolve_batched_on(batched_on)
     if resolve_backend(backend) == "batched":
-        return BatchedInput(transforms, num_workers, device)
+        return BatchedInput(transforms, num_workers, device, on_device)
     return PerImageInput(transforms, num_workers, pin_memory)

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from timm.loss import SoftTargetCrossEntropy
+from timm.loss import JsdCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -21,8 +21,21 @@ from cifar_lab.checkpoint import (
     collect_rng_states,
     set_rng_states,
 )
-from cifar_lab.data.mixing import build_mixup
+from cifar_lab.data.mixing import build_mixup, mixing_enabled
+from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import prepare_net, to_memory_format
+
+LOSSES = ("cross_entropy", "jsd")
+JSD_VIEWS = 3  # AugMix: the clean image and two augmented views
+
+
+def loss_views(loss: str | None) -> int:
+    """How many views of each training image the `loss` config trains on (jsd: 3, else 1)."""
+    loss = loss or "cross_entropy"
+    if loss not in LOSSES:
+        raise CifarLabError(f"loss.name={loss!r} is unknown; expected one of {LOSSES}")
+    return JSD_VIEWS if loss == "jsd" else 1
+
 
 # (model, images) -> class probabilities averaged over test-time views, e.g. a
 # `cifar_lab.models.tta.TestTimeAugmentation`.
@@ -38,7 +51,8 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
 
 
 class CIFARClassifier(L.LightningModule):
-    """Cross-entropy with label smoothing, or soft targets when CutMix/MixUp is on.
+    """Cross-entropy with label smoothing, or soft targets when CutMix/MixUp is on, or (`loss`
+    jsd) AugMix's Jensen-Shannon consistency loss over a clean and two augmented views.
 
     `optimizer` and `scheduler` are partials from the `optim` config, completed in
     `configure_optimizers` once the number of steps is known. `run_config` (the resolved Hydra
@@ -58,6 +72,8 @@ class CIFARClassifier(L.LightningModule):
         tta: TestTimeViews | None = None,
         channels_last: bool = False,
         compile: bool | Mapping[str, Any] | None = None,
+        loss: str = "cross_entropy",
+        jsd_alpha: float = 12.0,
     ):
         super().__init__()
         # channels_last/compile change speed only; the state dict keys stay those of `net`.
@@ -67,6 +83,16 @@ class CIFARClassifier(L.LightningModule):
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
         self.mixup = build_mixup(mix, num_classes, label_smoothing)
         self.soft_loss = SoftTargetCrossEntropy()
+        self.jsd_loss: JsdCrossEntropy | None = None
+        if loss_views(loss) > 1:
+            if mixing_enabled(mix):
+                raise CifarLabError(
+                    "loss=jsd compares views of unmixed images, so it does not combine with "
+                    "CutMix/MixUp; set augment.mix=null"
+                )
+            # timm's loss: cross-entropy (label-smoothed when asked) on the clean view plus
+            # alpha x the Jensen-Shannon divergence of the three views' predictions.
+            self.jsd_loss = JsdCrossEntropy(JSD_VIEWS, alpha=jsd_alpha, smoothing=label_smoothing)
         self.run_config = dict(run_config or {})
         self.tta = tta  # no parameters: checkpoints are the same with or without it
         self.wandb_id: str | None = None
@@ -90,7 +116,18 @@ class CIFARClassifier(L.LightningModule):
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits) of one training batch: CutMix/MixUp soft targets when mixing is on,
-        else cross-entropy with label smoothing. The plain-loop benchmark calls this too."""
+        the JSD loss for (B, views, C, H, W) batches with `loss=jsd` (all views through the
+        model as one batch; the logits returned are the clean view's, one row per image), else
+        cross-entropy with label smoothing. The plain-loop benchmark calls this too."""
+        if self.jsd_loss is not None:
+            if images.ndim != 5 or images.size(1) != JSD_VIEWS:
+                raise CifarLabError(
+                    f"loss=jsd needs batches of {JSD_VIEWS} views per image (B, {JSD_VIEWS}, C, "
+                    f"H, W) but got shape {tuple(images.shape)}; train with the datamodule of "
+                    f"the same config"
+                )
+            logits = self(images.transpose(0, 1).flatten(0, 1))  # view-major: clean rows first
+            return self.jsd_loss(logits, labels), logits[: len(labels)]
         if self.mixup is not None:
             images, soft_targets = self.mixup(images, labels)
             logits = self(images)
