@@ -46,6 +46,16 @@ def test_crop_and_flip_see_no_corruption() -> None:
     assert seen_corruptions(augment_config("basic"), BENCHMARK + EXTRA) == {}
 
 
+def test_augmix_sees_nothing_unless_all_its_operations_are_on() -> None:
+    augmix = augment_config("augmix")
+    with_all_ops = {**augmix, "augmix": {**augmix["augmix"], "all_ops": True}}
+
+    assert seen_corruptions(augmix, BENCHMARK + EXTRA) == {}
+    assert set(seen_corruptions(with_all_ops, BENCHMARK + EXTRA)) == {
+        "brightness", "contrast", "saturate"
+    }  # fmt: skip
+
+
 def test_a_step_switched_off_sees_nothing() -> None:
     augment = {**augment_config("seed"), "gauss_noise": {"p": 0.0, "std_range": [0.1, 0.2]}}
 

@@ -10,6 +10,9 @@ AugMix's operation set (autocontrast, equalize, posterize, rotate, solarize, she
 leaves out every operation that overlaps a CIFAR-C corruption by design (Hendrycks et al.,
 2020, section 3), and crops, flips, rotations, CutMix/MixUp and random erasing change geometry
 or mix images without reproducing any corruption's pixel statistics: none of them marks one.
+`augment.augmix.all_ops=true` brings brightness, contrast, colour and sharpness back, and so
+the photometric corruptions. RandAugment's and TrivialAugment's Sharpness below 1 softens an
+image a little; it is not counted as covering the blurs, whose kernels are far wider.
 """
 
 from __future__ import annotations
@@ -37,7 +40,16 @@ SEEN_BY: dict[str, tuple[tuple[str, ...], str]] = {
         PHOTOMETRIC,
         "TrivialAugment's Brightness, Contrast and Color (saturation) operations",
     ),
+    # only with all_ops=true (see `covered_by`): the paper's set leaves these operations out
+    "augmix": (PHOTOMETRIC, "AugMix with all_ops=true adds Brightness, Contrast and Color"),
 }
+
+
+def covered_by(step: str, spec: Any) -> tuple[str, ...]:
+    """The corruptions the augment step `step` (configured as `spec`) covers."""
+    if step == "augmix" and not (isinstance(spec, Mapping) and spec.get("all_ops")):
+        return ()
+    return SEEN_BY.get(step, ((), ""))[0]
 
 
 def enabled_steps(augment: Mapping[str, Any]) -> list[str]:
@@ -57,6 +69,6 @@ def seen_corruptions(augment: Mapping[str, Any], corruptions: Iterable[str]) -> 
     """Corruption -> the augment step(s) that cover it, for those of `corruptions` it covers."""
     seen: dict[str, list[str]] = {}
     for step in enabled_steps(augment):
-        for corruption in SEEN_BY.get(step, ((), ""))[0]:
+        for corruption in covered_by(step, augment[step]):
             seen.setdefault(corruption, []).append(step)
     return {c: "+".join(seen[c]) for c in corruptions if c in seen}
