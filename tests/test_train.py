@@ -118,6 +118,13 @@ def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Pa
     assert resumed["global_step"] == full["global_step"] == 9
     assert resumed["train/lr"] == pytest.approx(full["train/lr"])
     assert resumed["val/acc_best"] == full["val/acc_best"]  # over all epochs, not since resume
+    # best.ckpt in the new folder is the best of all epochs, also those before the resume
+    assert Path(resumed["best_model_path"]).parent == tmp_path / "resumed" / "checkpoints"
+    assert resumed["best_model_score"] == full["best_model_score"] == full["val/acc_best"]
+    best_full = load_checkpoint(full["best_model_path"])
+    assert best_full["epoch"] == 0  # before the resume: a restarted best would be a later one
+    assert load_checkpoint(resumed["best_model_path"])["epoch"] == best_full["epoch"]
+    assert resumed["test/acc"] == full["test/acc"]  # tested on that checkpoint
     full_weights = load_checkpoint(full["last_model_path"])["state_dict"]
     resumed_weights = load_checkpoint(resumed["last_model_path"])["state_dict"]
     for name, tensor in full_weights.items():
@@ -136,6 +143,16 @@ def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
         load_checkpoint(other)
     with pytest.raises(CifarLabError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({}, tmp_path / "run" / "checkpoints" / "best.ckpt")
+
+    with pytest.raises(CifarLabError) as err:
+        load_checkpoint(tmp_path / "run")
+
+    assert f"e.g. {tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}" in str(err.value)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -234,3 +251,64 @@ def test_a_run_that_fails_early_still_writes_a_failed_metrics_json(train_cfg) ->
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written["status"] == "failed"
     assert written["error"].startswith("CifarLabError: data.batch_size=15 is odd")
+
+
+@pytest.mark.slow
+def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    short = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=csv"]
+    first = run_cli(
+        "experiment=smoke",
+        "data=cifar10",
+        *tiny_data(cifar10_root, batch_size=16),
+        *short,
+        "trainer.max_epochs=1",
+        "hydra.run.dir=first",
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    # no experiment=smoke, no model or data keys: the checkpoint's config rebuilds the run
+    resumed = run_cli(
+        "ckpt_path=first/checkpoints/last.ckpt",
+        "trainer=cpu",
+        *short,
+        "trainer.limit_test_batches=2",
+        "trainer.max_epochs=3",
+        "hydra.run.dir=resumed",
+        cwd=tmp_path,
+    )
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    stored = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["cifar_lab"]
+    assert stored["config"]["model"]["widths"] == [16, 32, 32, 64, 64]  # the smoke ConvNet
+    assert stored["config"]["data"]["name"] == "cifar10" and metrics["epochs_completed"] == 3
+    best = Path(metrics["best_model_path"])
+    assert best == tmp_path / "resumed" / "checkpoints" / "best.ckpt" and best.is_file()
+    assert metrics["best_model_score"] == metrics["val/acc_best"]
+    assert f"best val/acc {metrics['val/acc_best']:.4f}" in resumed.stdout
+    assert "test/acc" in metrics and f"{best}" in resumed.stdout  # tested on that file
+
+
+@pytest.mark.slow
+def test_a_finished_run_without_validation_in_its_last_epoch_exits_0(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        *tiny_data(cifar100_root),
+        *TINY_CONVNET,
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.check_val_every_n_epoch=2",
+        "logger=none",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimized_metric='val/acc_best' was not logged" in result.stdout
+    (metrics_file,) = tmp_path.glob("outputs/train/runs/*/metrics.json")
+    assert json.loads(metrics_file.read_text())["status"] == "finished"
