@@ -28,7 +28,7 @@ from cifar_lab.build import (
     stored_run_config,
 )
 from cifar_lab.checkpoint import load_checkpoint, load_net_weights, payload
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
@@ -136,9 +136,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    setup_run_output()
     with exit_on_user_error():
+        if OmegaConf.is_missing(cfg, "ckpt"):
+            raise CifarLabError(
+                "no checkpoint given: add ckpt=outputs/<task>/runs/<run>/checkpoints/best.ckpt "
+                "(a best.ckpt or last.ckpt written by cifar_lab.train)"
+            )
         predict(cfg)
 
 
 if __name__ == "__main__":
+    reject_added_groups("predict")
     main()

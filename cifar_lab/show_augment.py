@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.transforms import build_transforms
 
@@ -75,6 +75,7 @@ def augmentation_grid(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="show_augment")
 def main(cfg: DictConfig) -> None:
+    setup_run_output()
     with exit_on_user_error():
         path = augmentation_grid(cfg)
     log.info("augmentation preview written to %s", path)
@@ -82,4 +83,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    reject_added_groups("show_augment")
     main()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import check_integrity as matches_md5
 
 from cifar_lab.errors import CifarLabError
 
@@ -61,6 +62,23 @@ def dataset_dir(name: str, root: str | Path) -> Path:
     return Path(root) / dataset_class(name).base_folder
 
 
+def other_cifar_hint(name: str, root: str | Path) -> str:
+    """A hint when `root` holds the other CIFAR's folder (cifar-10 for cifar100 or back)."""
+    others = [other for other in DATASETS if other != name and dataset_dir(other, root).is_dir()]
+    return "".join(
+        f"; {root} holds {dataset_dir(other, root).name}: add data={other} to use it"
+        for other in others
+    )
+
+
+def failing_file(cls: type[CIFAR10], folder: Path) -> str:
+    """The first file of `folder` that fails its official MD5 (all of them exist)."""
+    for file, md5 in [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]:
+        if not matches_md5(str(folder / file), md5):
+            return file
+    return "a file"
+
+
 def load_cifar(
     name: str,
     root: str | Path,
@@ -72,30 +90,36 @@ def load_cifar(
     cls = dataset_class(name, check_integrity)
     folder = dataset_dir(name, root)
     split = "train" if train else "test"
+    files = [f for f, _ in cls.train_list + cls.test_list]
     if not download and not folder.is_dir():
         raise CifarLabError(
             f"{name} not found: {folder} does not exist (expected torchvision's "
-            f"'{cls.base_folder}' folder with {[f for f, _ in cls.train_list + cls.test_list]}); "
-            f"set data.download=true to fetch it, or point data.root at the folder that holds it"
+            f"'{cls.base_folder}' folder with {files}); set data.download=true to fetch it, or "
+            f"point data.root at the folder that holds it{other_cifar_hint(name, root)}"
         )
+    # torchvision re-downloads files that fail the MD5 check: never for files that are here
+    present = all((folder / f).is_file() for f in [*files, cls.meta["filename"]])
     try:
-        dataset = cls(root=str(root), train=train, download=download)
+        dataset = cls(root=str(root), train=train, download=download and not present)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise CifarLabError(
             f"could not download {name} from {cls.url} into {root}: {err}; check the network, "
             f"or download {cls.filename} elsewhere and unpack it into {root}"
+            f"{other_cifar_hint(name, root)}"
         ) from err
     except RuntimeError as err:
         if "corrupted" not in str(err) and "not found" not in str(err).lower():
             raise
-        hint = (
-            "set data.check_integrity=false if this is a rebuilt copy in the same format"
-            if check_integrity
-            else "re-download it (data.download=true after deleting the folder)"
-        )
+        if present and check_integrity:
+            raise CifarLabError(
+                f"{name} file {failing_file(cls, folder)} in {folder} fails the official MD5 "
+                f"check; set data.check_integrity=false if this is a rebuilt copy in the same "
+                f"format, or delete {folder} and set data.download=true for the official files"
+            ) from err
         raise CifarLabError(
-            f"{name} {split} files in {folder} are missing or fail the official MD5 check "
-            f"({err}); {hint}"
+            f"{name} {split} files in {folder} are missing (expected {files}); delete the "
+            f"folder and set data.download=true to fetch them, or point data.root at a full "
+            f"copy{other_cifar_hint(name, root)}"
         ) from err
     return ImageArrays(
         images=np.ascontiguousarray(dataset.data, dtype=np.uint8),
