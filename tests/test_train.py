@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET, run_module, tiny_data
+from conftest import TINY_CONVNET, compose_train, run_module, tiny_data
 
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
@@ -73,6 +73,28 @@ def test_the_tiny_set_is_learnable(train_cfg, cifar10_root: Path) -> None:
     )
     metrics = train(cfg)
     assert metrics["val/acc_best"] >= 0.4, metrics  # 4x chance (0.7 measured)
+
+
+def test_debug_limit_runs_on_a_set_smaller_than_its_limits(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_train(
+        [
+            *tiny_data(cifar100_root),
+            *TINY_CONVNET,
+            "debug=limit",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+
+    metrics = train(cfg)
+
+    assert metrics["status"] == "finished" and metrics["global_step"] == 12  # 180 / 16 images
+    assert "test/acc" in metrics
 
 
 def test_checkpoint_carries_config_and_rng(train_cfg) -> None:
