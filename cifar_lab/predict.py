@@ -13,6 +13,7 @@ per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written int
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,11 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     checkpoint = load_checkpoint(cfg.ckpt)
     ckpt_classes = payload(checkpoint, cfg.ckpt).num_classes
     ood = build_ood(cfg.get("ood"))
+    if ood is None and not cfg.clean:
+        raise CifarLabError(
+            "clean=false with ood=none leaves nothing to score; drop clean=false, or add "
+            "ood=cifar100c, ood=cifar10c or ood=leaderboard"
+        )
     if isinstance(ood, CorruptionSet):
         check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
     run_cfg = run_config(checkpoint, cfg)
@@ -108,11 +114,35 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
         clean_set, (clean_scores,) = scored.pop(CLEAN_SET)
         metrics.update(evaluate_clean(clean_scores, clean_set.labels, datamodule.classes, out_dir))
     ood = datamodule.ood
+    ckpt = Path(cfg.ckpt)
+    caption = f"{ckpt.parent.parent.name}/{ckpt.name}, tta={cfg.tta.get('name') or 'none'}"
     if isinstance(ood, CorruptionSet):
-        metrics.update(evaluate_corruptions(ood, scored, out_dir, metrics.get("clean/acc")))
+        clean_acc = metrics.get("clean/acc")
+        metrics.update(evaluate_corruptions(ood, scored, out_dir, clean_acc, caption))
     elif isinstance(ood, LeaderboardSet):
-        metrics.update(evaluate_leaderboard(ood, scored, out_dir))
+        metrics.update(evaluate_leaderboard(ood, scored, out_dir, caption))
     return metrics
+
+
+def log_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+    """The last lines: clean top-1/top-5, the OOD means, the submission file, the run folder."""
+    if "clean/acc" in metrics:
+        top5 = metrics.get("clean/acc_top5")
+        log.info(
+            "clean/acc %.4f%s",
+            metrics["clean/acc"],
+            "" if top5 is None else f", clean/acc_top5 {top5:.4f}",
+        )
+    means = {  # ood/acc/mean_benchmark, ood/acc/mean_all, ood/confidence/mean_all, ood/mce
+        key: value
+        for key, value in metrics.items()
+        if re.fullmatch(r"ood/\w+/mean_\w+|ood/mce", key)
+    }
+    if means:
+        log.info(", ".join(f"{key} {value:.4f}" for key, value in means.items()))
+    if (out_dir / "submission_ood.csv").is_file():
+        log.info("submission: %s", out_dir / "submission_ood.csv")
+    log.info("metrics and reports in %s", out_dir)
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -130,7 +160,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     finally:
         metrics["peak_rss_mib"] = peak_rss_mib()
         write_json(out_dir / "metrics.json", metrics)
-    log.info("clean top-1 %s; metrics in %s", metrics.get("clean/acc"), out_dir / "metrics.json")
+    log_summary(metrics, out_dir)
     return metrics
 
 

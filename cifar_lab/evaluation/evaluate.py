@@ -59,10 +59,15 @@ class Throughput:
 
 
 def evaluate_corruptions(
-    ood: CorruptionSet, scored: ScoredSets, out_dir: Path, clean_acc: float | None
+    ood: CorruptionSet,
+    scored: ScoredSets,
+    out_dir: Path,
+    clean_acc: float | None,
+    caption: str = "",
 ) -> dict[str, float]:
     """Accuracy per corruption x severity, the benchmark-15 and all-19 means, mCE against
-    `ood.reference_csv`; ood_accuracy.csv, ood_severity.csv (+ ood_mce.csv) and two plots."""
+    `ood.reference_csv`; ood_accuracy.csv, ood_severity.csv (+ ood_mce.csv) and two plots
+    titled with `caption` (what was scored: checkpoint, TTA, set)."""
     accuracy: dict[str, list[float]] = {}
     throughput = Throughput()
     for name, (image_set, scores) in scored.items():
@@ -82,8 +87,12 @@ def evaluate_corruptions(
     )
     write_severity_table(out_dir / "ood_accuracy.csv", accuracy, groups)
     write_severity_summary(out_dir / "ood_severity.csv", summary, clean_acc)
-    plot_severity_bars(out_dir / "ood_corruptions.png", accuracy, "top-1 accuracy", clean_acc)
-    plot_severity_curves(out_dir / "ood_severity.png", summary, "top-1 accuracy", clean_acc)
+    title = f"{ood.name} top-1 accuracy per corruption\n{caption}"
+    plot_severity_bars(
+        out_dir / "ood_corruptions.png", accuracy, "top-1 accuracy", clean_acc, title
+    )
+    title = f"{ood.name} mean top-1 accuracy by severity\n{caption}"
+    plot_severity_curves(out_dir / "ood_severity.png", summary, "top-1 accuracy", clean_acc, title)
     if ood.reference_csv is not None:
         metrics.update(mce_report(accuracy, read_severity_table(ood.reference_csv), ood, out_dir))
     return metrics
@@ -106,10 +115,11 @@ def mce_report(
 
 
 def evaluate_leaderboard(
-    ood: LeaderboardSet, scored: ScoredSets, out_dir: Path
+    ood: LeaderboardSet, scored: ScoredSets, out_dir: Path, caption: str = ""
 ) -> dict[str, float]:
     """submission_ood.csv (`id,label`, file x severity x index order) and, as there are no
-    labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots)."""
+    labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots titled
+    with `caption`)."""
     confidence = {name: [s.confidence for s in scores] for name, (_, scores) in scored.items()}
     throughput = Throughput()
     for _, scores in scored.values():
@@ -130,6 +140,10 @@ def evaluate_leaderboard(
         }
     )
     write_severity_table(out_dir / "ood_confidence.csv", confidence, groups)
-    plot_severity_bars(out_dir / "ood_confidence.png", confidence, "mean max softmax")
-    plot_severity_curves(out_dir / "ood_confidence_severity.png", summary, "mean max softmax")
+    title = f"leaderboard mean max softmax per distortion\n{caption}"
+    plot_severity_bars(out_dir / "ood_confidence.png", confidence, "mean max softmax", None, title)
+    title = f"leaderboard mean max softmax by severity\n{caption}"
+    plot_severity_curves(
+        out_dir / "ood_confidence_severity.png", summary, "mean max softmax", None, title
+    )
     return metrics

@@ -40,7 +40,11 @@ def plot_confusion(
 
 
 def plot_severity_bars(
-    path: Path, table: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+    path: Path,
+    table: Mapping[str, Sequence[float]],
+    ylabel: str,
+    clean: float | None = None,
+    title: str = "",
 ) -> Path:
     """One group of bars per corruption, one bar per severity; the clean value as a line."""
     names = list(table)
@@ -58,15 +62,20 @@ def plot_severity_bars(
     if clean is not None:
         ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean")
     ax.set_xticks(x, names, rotation=60, ha="right")
-    ax.set(ylabel=ylabel, ylim=(0, 1))
+    ax.set(ylabel=ylabel, ylim=(0, 1), title=title)
     ax.legend(fontsize="small", ncols=3)
     return save(fig, path)
 
 
 def plot_severity_curves(
-    path: Path, curves: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+    path: Path,
+    curves: Mapping[str, Sequence[float]],
+    ylabel: str,
+    clean: float | None = None,
+    title: str = "",
 ) -> Path:
-    """Value against severity for each curve, starting from the clean value at severity 0."""
+    """Value against severity for each curve, starting from the clean value at severity 0;
+    ticks at whole severities."""
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     for name, values in curves.items():
@@ -78,7 +87,9 @@ def plot_severity_curves(
         xlabel="severity (0 = clean)" if clean is not None else "severity",
         ylabel=ylabel,
         ylim=(0, 1),
+        title=title,
     )
+    ax.set_xticks(range(0 if clean is not None else 1, SEVERITIES + 1))
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return save(fig, path)
