@@ -128,9 +128,13 @@ def resume_config(
                 OmegaConf.update(merged, key, value, merge=False, force_add=True)
             before = OmegaConf.to_container(before) if isinstance(before, Container) else before
             if before != value and changes_architecture(key):
-                was = "settings" if isinstance(value, dict) else f"{key}={before!r}"
+                given, was = (
+                    (key, "settings")
+                    if isinstance(value, dict)
+                    else (f"{key}={value!r}", repr(before))
+                )
                 notices.append(
-                    f"{key} from the command line replaces the checkpoint's {was}: this "
+                    f"{given} from the command line replaces the checkpoint's {was}: this "
                     f"changes the network its weights were trained for"
                 )
         if merged.data.num_classes != groups.data.num_classes:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_CONVNET, compose_train, run_module, tiny_data
+from omegaconf import OmegaConf
 
+from cifar_lab.build import resume_config
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
 from cifar_lab.train import train
@@ -153,6 +155,20 @@ def test_resume_continues_exactly_where_training_stopped(train_cfg, tmp_path: Pa
         torch.testing.assert_close(resumed_weights[name], tensor, msg=name)
 
 
+def test_resume_takes_the_stored_groups_and_the_command_line_keys_on_top(train_cfg) -> None:
+    stored = OmegaConf.to_container(train_cfg(*TINY_CONVNET, "optim=sgd"), resolve=True)
+    given = ["model.widths=[8,8,16,16,32]", "model.drop_rate=0.3", "data.root=/elsewhere"]
+    cfg = train_cfg(*given, "trainer.max_epochs=5")
+
+    resumed, notices = resume_config(cfg, stored, "checkpoint x.ckpt", given)
+
+    assert resumed.optim.optimizer.opt == "sgd" and resumed.model.head_hidden == 16  # stored
+    assert resumed.model.widths == [8, 8, 16, 16, 32] and resumed.model.drop_rate == 0.3
+    assert resumed.data.root == "/elsewhere" and resumed.trainer.max_epochs == 5
+    (notice,) = notices  # drop_rate and data.root leave the network as it is
+    assert notice.startswith("model.widths=[8, 8, 16, 16, 32] from the command line replaces")
+
+
 def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
     junk = tmp_path / "notes.ckpt"
     junk.write_text("not a checkpoint")
@@ -244,15 +260,13 @@ def test_resume_continues_the_wandb_run(train_cfg, tmp_path: Path) -> None:
 def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Path) -> None:
     first = train(train_cfg(*TINY_CONVNET, "test=false"))
 
-    other_cfg = train_cfg(
-        "model.widths=[8,8,16,16,32]",
-        "model.head_hidden=16",
-        f"ckpt_path={first['last_model_path']}",
-    )
+    other = ["model.widths=[8,8,16,16,32]", "model.head_hidden=16"]
+    other_cfg = train_cfg(*other, f"ckpt_path={first['last_model_path']}")
     other_cfg.paths.output_dir = str(tmp_path / "other")
 
+    # given on the command line, the other widths win over the checkpoint's config
     with pytest.raises(CifarLabError, match="holds another model than this config builds"):
-        train(other_cfg)
+        train(other_cfg, overrides=other)
 
 
 @pytest.mark.slow
