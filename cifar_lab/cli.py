@@ -111,6 +111,9 @@ def setup_run_output() -> None:
         for handler in [*logger.handlers, *files]:
             if not any(isinstance(f, DropTips) for f in handler.filters):
                 handler.addFilter(DropTips())
+        for handler in logger.handlers[:]:  # an earlier job's file, in a multirun
+            if isinstance(handler, logging.FileHandler) and handler not in files:
+                logger.removeHandler(handler)
         for handler in files:
             if handler not in logger.handlers:
                 logger.addHandler(handler)

@@ -218,6 +218,14 @@ def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
     (wandb_run,) = run.glob(f"wandb/offline-run-*-{metrics['wandb_id']}")
     assert list(wandb_run.glob("*.wandb"))
     assert (run / "csv" / "metrics.csv").is_file()
+    assert "train/loss" in (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    # no third-party tip or deprecation the user cannot act on (README: Quiet output)
+    output = result.stdout + result.stderr
+    for noise in ("💡 Tip", "anonymous setting", "LeafSpec", "has no effect", "dirpath has"):
+        assert noise not in output, noise
+    assert "Epoch 1/1" in output  # counted from 1
+    log = (run / "train.log").read_text()  # the run's log, Lightning's lines too
+    assert "`Trainer.fit` stopped" in log and "best val/acc" in log
 
 
 @pytest.mark.slow
