@@ -31,10 +31,12 @@ from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
 from cifar_lab.build import resolve_precision
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import configure_torch, usable_cores
 from cifar_lab.utils import write_json
+
+log = logging.getLogger("cifar_lab.bench")
 
 SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,
@@ -96,6 +98,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
+    setup_run_output()
     with exit_on_user_error():
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -103,10 +106,12 @@ def main(cfg: DictConfig) -> None:
         path = Path(cfg.paths.output_dir) / "bench.json"
         write_json(path, result)
         print(json.dumps(result, indent=2))
+        log.info("bench.json written to %s", path)
         failed = result.get("gpu_check", {}).get("failed")
         if failed:
             raise CifarLabError(f"gpu_check cases {failed} failed; their errors are in {path}")
 
 
 if __name__ == "__main__":
+    reject_added_groups("bench")
     main()

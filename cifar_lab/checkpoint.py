@@ -127,6 +127,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A cifar-lab checkpoint as a dict, on the CPU, without running pickled code; its archive
     CRC-checked and its structure checked, so damage is one line and never a silent score."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob("*.ckpt")) or sorted(path.glob("checkpoints/*.ckpt"))
+        example = next((p for p in found if p.name == "best.ckpt"), found[0] if found else None)
+        raise CifarLabError(
+            f"checkpoint {path} is a folder; give a .ckpt file in it"
+            + (
+                f", e.g. {example}"
+                if example
+                else " (it holds none: a run folder keeps them "
+                "in checkpoints/best.ckpt and checkpoints/last.ckpt)"
+            )
+        )
     if not path.is_file():
         raise CifarLabError(
             f"checkpoint {path} does not exist; give the path of a best.ckpt/last.ckpt under "

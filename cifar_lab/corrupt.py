@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -97,9 +97,11 @@ def write_set(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corrupt")
 def main(cfg: DictConfig) -> None:
+    setup_run_output()
     with exit_on_user_error():
         write_set(cfg)
 
 
 if __name__ == "__main__":
+    reject_added_groups("corrupt")
     main()

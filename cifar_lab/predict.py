@@ -13,6 +13,7 @@ per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written int
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from cifar_lab.build import (
     stored_run_config,
 )
 from cifar_lab.checkpoint import load_checkpoint, load_net_weights, payload
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
@@ -83,6 +84,11 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     checkpoint = load_checkpoint(cfg.ckpt)
     ckpt_classes = payload(checkpoint, cfg.ckpt).num_classes
     ood = build_ood(cfg.get("ood"))
+    if ood is None and not cfg.clean:
+        raise CifarLabError(
+            "clean=false with ood=none leaves nothing to score; drop clean=false, or add "
+            "ood=cifar100c, ood=cifar10c or ood=leaderboard"
+        )
     if isinstance(ood, CorruptionSet):
         check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
         if ood.reference_csv is not None:
@@ -119,11 +125,36 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
         clean = (clean_scores, clean_set.labels)
         metrics.update(evaluate_clean(clean_scores, clean_set.labels, datamodule.classes, out_dir))
     ood = datamodule.ood
+    ckpt = Path(cfg.ckpt)
+    caption = f"{ckpt.parent.parent.name}/{ckpt.name}, tta={cfg.tta.get('name') or 'none'}"
     if isinstance(ood, CorruptionSet):
-        metrics.update(evaluate_corruptions(ood, scored, out_dir, clean, datamodule.augment))
+        metrics.update(
+            evaluate_corruptions(ood, scored, out_dir, clean, datamodule.augment, caption)
+        )
     elif isinstance(ood, LeaderboardSet):
-        metrics.update(evaluate_leaderboard(ood, scored, out_dir))
+        metrics.update(evaluate_leaderboard(ood, scored, out_dir, caption))
     return metrics
+
+
+def log_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+    """The last lines: clean top-1/top-5, the OOD means, the submission file, the run folder."""
+    if "clean/acc" in metrics:
+        top5 = metrics.get("clean/acc_top5")
+        log.info(
+            "clean/acc %.4f%s",
+            metrics["clean/acc"],
+            "" if top5 is None else f", clean/acc_top5 {top5:.4f}",
+        )
+    means = {  # ood/acc/mean_benchmark, ood/acc/mean_all, ood/confidence/mean_all, ood/mce
+        key: value
+        for key, value in metrics.items()
+        if re.fullmatch(r"ood/\w+/mean_\w+|ood/mce", key)
+    }
+    if means:
+        log.info(", ".join(f"{key} {value:.4f}" for key, value in means.items()))
+    if (out_dir / "submission_ood.csv").is_file():
+        log.info("submission: %s", out_dir / "submission_ood.csv")
+    log.info("metrics and reports in %s", out_dir)
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -153,15 +184,22 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     finally:
         metrics["peak_rss_mib"] = peak_rss_mib()
         write_json(out_dir / "metrics.json", metrics)
-    log.info("clean top-1 %s; metrics in %s", metrics.get("clean/acc"), out_dir / "metrics.json")
+    log_summary(metrics, out_dir)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    setup_run_output()
     with exit_on_user_error():
+        if OmegaConf.is_missing(cfg, "ckpt"):
+            raise CifarLabError(
+                "no checkpoint given: add ckpt=outputs/<task>/runs/<run>/checkpoints/best.ckpt "
+                "(a best.ckpt or last.ckpt written by cifar_lab.train)"
+            )
         predict(cfg)
 
 
 if __name__ == "__main__":
+    reject_added_groups("predict")
     main()

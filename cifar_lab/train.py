@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
+from cifar_lab.build import (
+    build_callbacks,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    resume_config,
+)
 from cifar_lab.checkpoint import (
     check_resumable,
     check_weights_fit,
@@ -28,7 +35,12 @@ from cifar_lab.checkpoint import (
     payload,
     resolve_ckpt_path,
 )
-from cifar_lab.cli import exit_on_user_error
+from cifar_lab.cli import (
+    exit_on_user_error,
+    in_multirun,
+    reject_added_groups,
+    setup_run_output,
+)
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import configure_torch
 from cifar_lab.training.distributed import (
@@ -82,9 +94,11 @@ def check_run_folder(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) 
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json.
 
+    A resumed run takes its data, model, augment, optim and loss settings from the checkpoint;
+    of the command-line `overrides`, those that set these groups win (`build.resume_config`).
     metrics.json is written when the run starts (`status: running`, pid, host, start time) and
     whatever happens after, with `status` finished, failed (and the error) or terminated (the
     signal and the resume command), so a report can tell a failed or killed job from a running
@@ -104,9 +118,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         L.seed_everything(cfg.seed, workers=True)
         configure_torch()
+        checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
+        if checkpoint is not None:
+            cfg = resumed(cfg, checkpoint, overrides, ckpt_path)
         run_config = OmegaConf.to_container(cfg, resolve=True)
         datamodule = build_datamodule(cfg)
-        checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
         resume_id = payload(checkpoint).wandb_id if checkpoint else None
         loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
         callbacks = [*build_callbacks(cfg), preemption]
@@ -157,30 +173,72 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         preemption.uninstall()
         if is_global_zero():
             write_json(output_dir / "metrics.json", metrics)
-            log.info("metrics written to %s", output_dir / "metrics.json")
         finish_wandb(exit_code=0 if metrics["status"] == "finished" else 1)
         end_job()
+    if is_global_zero():
+        log_summary(metrics, output_dir)
     return metrics
 
 
+def resumed(
+    cfg: DictConfig, checkpoint: dict[str, Any], overrides: Sequence[str], path: Path
+) -> DictConfig:
+    """`cfg` rebuilt from the checkpoint's stored config, with a notice per override that
+    changes the architecture."""
+    cfg, notices = resume_config(cfg, payload(checkpoint).config, f"checkpoint {path}", overrides)
+    log.info(
+        "resuming %s: data, model, augment, optim and loss as stored in it, "
+        "with the command line's keys of these groups on top",
+        path,
+    )
+    for notice in notices:
+        log.warning(notice)
+    return cfg
+
+
+def log_summary(metrics: dict[str, Any], output_dir: Path) -> None:
+    """The last lines of a run: its headline numbers and where its files are."""
+
+    def number(key: str) -> str:
+        value = metrics.get(key)
+        return "-" if value is None else f"{float(value):.4f}"
+
+    log.info(
+        "best val/acc %s (val/acc_best %s): %s",
+        number("best_model_score"),
+        number("val/acc_best"),
+        metrics.get("best_model_path") or "no best checkpoint",
+    )
+    if "test/acc" in metrics:
+        log.info("test/acc %s, test/acc_top5 %s", number("test/acc"), number("test/acc_top5"))
+    log.info("metrics in %s, log in %s", output_dir / "metrics.json", output_dir / "train.log")
+
+
 def optimized_value(metrics: dict[str, Any], name: str | None) -> float | None:
-    """The number a Hydra sweeper maximises (`optimized_metric`), as a float."""
+    """The number a Hydra sweeper maximises (`optimized_metric`), as a float. A missing one
+    fails the job only in a multirun, where a sweeper needs it; a single run warns."""
     if not name:
         return None
     if name not in metrics:
-        raise CifarLabError(
-            f"optimized_metric={name!r} was not logged; expected one of "
-            f"{sorted(k for k in metrics if '/' in k)}"
+        message = (
+            f"optimized_metric={name!r} was not logged (no validation in the last epoch?); "
+            f"logged: {sorted(k for k in metrics if '/' in k)}"
         )
+        if in_multirun():
+            raise CifarLabError(message)
+        log.warning("%s; a sweeper would need it", message)
+        return None
     return float(metrics[name])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    setup_run_output()
     with exit_on_user_error():
-        metrics = train(cfg)
+        metrics = train(cfg, HydraConfig.get().overrides.task)
         return optimized_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
+    reject_added_groups("train")
     main()

@@ -99,8 +99,11 @@ def test_the_command_prints_the_json_it_writes(cifar100_root: Path, tmp_path: Pa
 
     assert done.returncode == 0, done.stderr[-2000:]
     written = json.loads((run_dir / "bench.json").read_text())
-    printed = json.loads(done.stdout[done.stdout.index("{\n") :])
+    printed, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{\n") :])
     assert printed == written
+    assert (
+        done.stdout.strip().splitlines()[-1].endswith(f"bench.json written to {run_dir}/bench.json")
+    )
     assert written["train"]["lightning_over_plain"] > 0 and written["model"] == "convnet"
 
 

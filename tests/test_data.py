@@ -97,6 +97,26 @@ def test_rebuilt_copy_fails_the_md5_check_with_a_hint(tmp_path: Path) -> None:
     assert "check_integrity=false" not in str(err.value)  # turning the check off is no fix
 
 
+def test_files_that_fail_the_md5_are_never_downloaded_again(tmp_path: Path, monkeypatch) -> None:
+    write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
+    fetched = _serve_archive(monkeypatch, tmp_path / "no-archive.tar.gz")
+
+    with pytest.raises(CifarLabError) as err:
+        load_cifar("cifar100", tmp_path, train=True, download=True, check_integrity=True)
+
+    message = str(err.value)
+    assert fetched == []
+    assert "file train in" in message and "fails the official MD5 check" in message
+    assert "data.check_integrity=false" in message and "\n" not in message
+
+
+def test_the_other_cifar_under_the_root_is_named(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=10)
+
+    with pytest.raises(CifarLabError, match="holds cifar-10-batches-py: add data=cifar10"):
+        load_cifar("cifar100", tmp_path, train=True, download=False)
+
+
 def _serve_archive(monkeypatch: pytest.MonkeyPatch, archive: Path) -> list[str]:
     """Replace only the network fetch of torchvision's downloader with a local file copy."""
     fetched: list[str] = []

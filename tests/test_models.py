@@ -102,6 +102,7 @@ def test_pretrained_true_fetches_from_the_hub(tmp_path: Path, monkeypatch) -> No
         return str(path)
 
     monkeypatch.setattr("timm.models._hub.hf_hub_download", fake_hf_hub_download)
+    monkeypatch.setattr("cifar_lab.models.timm_net.hub_reachable", lambda: True)
 
     net = create_timm_net("resnet50", pretrained=True, stem="cifar")
 
@@ -109,6 +110,29 @@ def test_pretrained_true_fetches_from_the_hub(tmp_path: Path, monkeypatch) -> No
     loaded = net.backbone.state_dict()
     assert torch.equal(loaded["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])
     assert loaded["conv1.weight"].shape == (64, 3, 3, 3)  # the new CIFAR stem
+
+
+def test_pretrained_weights_offline_fail_at_once_in_one_line(monkeypatch) -> None:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    offline_at_fetch: list[bool] = []
+
+    def cache_only_fetch(repo_id: str, filename: str, **kwargs) -> str:
+        offline_at_fetch.append(constants.HF_HUB_OFFLINE)
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache.\nmore")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("cifar_lab.models.timm_net.hub_reachable", lambda: False)
+    monkeypatch.setattr("timm.models._hub.hf_hub_download", cache_only_fetch)
+
+    with pytest.raises(CifarLabError) as err:
+        create_timm_net("resnet50", pretrained=True)
+
+    assert offline_at_fetch and all(offline_at_fetch)  # the cache only: no retries
+    message = str(err.value)
+    assert "model.pretrained=false" in message and "weights file" in message
+    assert "\n" not in message
 
 
 def test_pretrained_path_that_does_not_exist_is_an_error(tmp_path: Path) -> None:

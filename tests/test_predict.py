@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -342,3 +343,45 @@ def test_every_untrusted_hydra_key_in_a_stored_config_is_named(smoke_ckpt, tmp_p
 
     with pytest.raises(CifarLabError, match=key.replace(".", r"\.").replace("$", r"\$")):
         run_config(load_checkpoint(evil), predict_cfg(evil, tmp_path))
+
+
+# --- what a user reads --------------------------------------------------------------------
+def test_predict_ends_with_clean_and_ood_means_and_the_submission_file(
+    smoke_ckpt, tmp_path, caplog
+):
+    ood_root = write_leaderboard(tmp_path / "ood-test", per_severity=2)
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.INFO, logger="cifar_lab.predict"):
+        predict(predict_cfg(smoke_ckpt, out, "ood=leaderboard", f"ood.root={ood_root}"))
+
+    last = [r.getMessage() for r in caplog.records if r.name == "cifar_lab.predict"][-4:]
+    assert last[0].startswith("clean/acc ") and "clean/acc_top5" in last[0]
+    assert "ood/confidence/mean_all" in last[1]
+    assert last[2] == f"submission: {out / 'submission_ood.csv'}"
+    assert last[3] == f"metrics and reports in {out}"
+
+
+def test_ood_figures_are_titled_with_what_was_scored(
+    smoke_ckpt, cifar100_root, tmp_path, monkeypatch
+):
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr("cifar_lab.evaluation.plots.save", keep)
+    ood_root = copy_of_test_set(tmp_path / "c100", cifar100_root)
+
+    predict(predict_cfg(smoke_ckpt, tmp_path / "out", "ood=cifar100c", f"ood.root={ood_root}"))
+
+    run = f"{smoke_ckpt.parent.parent.name}/{smoke_ckpt.name}, tta=none"
+    for name in ("ood_corruptions.png", "ood_severity.png"):
+        assert run in figures[name].axes[0].get_title(), name
+    assert list(figures["ood_severity.png"].axes[0].get_xticks()) == [0, 1, 2, 3, 4, 5]
+
+
+def test_nothing_to_score_is_an_error(smoke_ckpt, tmp_path):
+    with pytest.raises(CifarLabError, match="leaves nothing to score"):
+        predict(predict_cfg(smoke_ckpt, tmp_path / "out", "clean=false"))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
-from conftest import CONF_DIR, tiny_data
+import pytest
+from conftest import CONF_DIR, run_module, tiny_data
 from hydra import compose, initialize_config_dir
 
 from cifar_lab.show_augment import augmentation_grid
@@ -37,3 +38,35 @@ def test_preview_grid_shows_the_augmented_views(cifar100_root: Path, tmp_path: P
     assert plain.shape == seed.shape
     # same images, same layout: only the augmented views can tell the two apart
     assert np.abs(plain.astype(float) - seed.astype(float)).mean() > 0.01
+
+
+def cli_preview(root: Path, tmp_path: Path, name: str, *overrides: str) -> np.ndarray:
+    output = tmp_path / f"{name}.png"
+    result = run_module(
+        "cifar_lab.show_augment",
+        "augment=basic",
+        *tiny_data(root),
+        "num_images=4",
+        "num_views=3",
+        f"output={output}",
+        *overrides,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return matplotlib.image.imread(output)
+
+
+@pytest.mark.slow
+def test_preview_shows_the_batched_backend_and_the_mixing_that_train(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    plain = cli_preview(cifar100_root, tmp_path, "plain")
+    batched = cli_preview(cifar100_root, tmp_path, "batched", "augment.backend=batched")
+    mixed = cli_preview(
+        cifar100_root, tmp_path, "mixed", "augment.mix={mixup_alpha: 0.8, cutmix_alpha: 1.0}"
+    )
+
+    assert batched.shape == plain.shape  # same layout, kornia's own draws
+    assert np.abs(batched.astype(float) - plain.astype(float)).mean() > 0.01
+    assert mixed.shape[0] > plain.shape[0]  # a row of mixed images below the views
+    assert mixed.shape[1] == plain.shape[1]

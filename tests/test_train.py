@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET, run_module, tiny_data
+from conftest import TINY_CONVNET, compose_train, run_module, tiny_data
+from omegaconf import OmegaConf
 
+from cifar_lab.build import resume_config
 from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
 from cifar_lab.train import train
@@ -75,6 +77,28 @@ def test_the_tiny_set_is_learnable(train_cfg, cifar10_root: Path) -> None:
     assert metrics["val/acc_best"] >= 0.4, metrics  # 4x chance (0.7 measured)
 
 
+def test_debug_limit_runs_on_a_set_smaller_than_its_limits(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_train(
+        [
+            *tiny_data(cifar100_root),
+            *TINY_CONVNET,
+            "debug=limit",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "logger=csv",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+
+    metrics = train(cfg)
+
+    assert metrics["status"] == "finished" and metrics["global_step"] == 12  # 180 / 16 images
+    assert "test/acc" in metrics
+
+
 def test_checkpoint_carries_config_and_rng(train_cfg) -> None:
     cfg = train_cfg(*TINY_CONVNET)
     train(cfg)
@@ -129,6 +153,13 @@ def test_resume_continues_exactly_where_training_stopped(
     assert resumed["global_step"] == full["global_step"] == 9
     assert resumed["train/lr"] == pytest.approx(full["train/lr"])
     assert resumed["val/acc_best"] == full["val/acc_best"]  # over all epochs, not since resume
+    # best.ckpt in the new folder is the best of all epochs, also those before the resume
+    assert Path(resumed["best_model_path"]).parent == tmp_path / "resumed" / "checkpoints"
+    assert resumed["best_model_score"] == full["best_model_score"] == full["val/acc_best"]
+    best_full = load_checkpoint(full["best_model_path"])
+    assert best_full["epoch"] == 0  # before the resume: a restarted best would be a later one
+    assert load_checkpoint(resumed["best_model_path"])["epoch"] == best_full["epoch"]
+    assert resumed["test/acc"] == full["test/acc"]  # tested on that checkpoint
     full_checkpoint = load_checkpoint(full["last_model_path"])
     resumed_checkpoint = load_checkpoint(resumed["last_model_path"])
     # with EMA: state_dict is the average, current_model_state the training weights
@@ -136,6 +167,20 @@ def test_resume_continues_exactly_where_training_stopped(
         assert (part in resumed_checkpoint) == (part in full_checkpoint), part
         for name, tensor in full_checkpoint.get(part, {}).items():
             torch.testing.assert_close(resumed_checkpoint[part][name], tensor, msg=name)
+
+
+def test_resume_takes_the_stored_groups_and_the_command_line_keys_on_top(train_cfg) -> None:
+    stored = OmegaConf.to_container(train_cfg(*TINY_CONVNET, "optim=sgd"), resolve=True)
+    given = ["model.widths=[8,8,16,16,32]", "model.drop_rate=0.3", "data.root=/elsewhere"]
+    cfg = train_cfg(*given, "trainer.max_epochs=5")
+
+    resumed, notices = resume_config(cfg, stored, "checkpoint x.ckpt", given)
+
+    assert resumed.optim.optimizer.opt == "sgd" and resumed.model.head_hidden == 16  # stored
+    assert resumed.model.widths == [8, 8, 16, 16, 32] and resumed.model.drop_rate == 0.3
+    assert resumed.data.root == "/elsewhere" and resumed.trainer.max_epochs == 5
+    (notice,) = notices  # drop_rate and data.root leave the network as it is
+    assert notice.startswith("model.widths=[8, 8, 16, 16, 32] from the command line replaces")
 
 
 def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
@@ -150,6 +195,16 @@ def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
         load_checkpoint(other)
     with pytest.raises(CifarLabError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({}, tmp_path / "run" / "checkpoints" / "best.ckpt")
+
+    with pytest.raises(CifarLabError) as err:
+        load_checkpoint(tmp_path / "run")
+
+    assert f"e.g. {tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}" in str(err.value)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -177,6 +232,14 @@ def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
     (wandb_run,) = run.glob(f"wandb/offline-run-*-{metrics['wandb_id']}")
     assert list(wandb_run.glob("*.wandb"))
     assert (run / "csv" / "metrics.csv").is_file()
+    assert "train/loss" in (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    # no third-party tip or deprecation the user cannot act on (README: Quiet output)
+    output = result.stdout + result.stderr
+    for noise in ("💡 Tip", "anonymous setting", "LeafSpec", "has no effect", "dirpath has"):
+        assert noise not in output, noise
+    assert "Epoch 1/1" in output  # counted from 1
+    log = (run / "train.log").read_text()  # the run's log, Lightning's lines too
+    assert "`Trainer.fit` stopped" in log and "best val/acc" in log
 
 
 @pytest.mark.slow
@@ -219,15 +282,13 @@ def test_resume_continues_the_wandb_run(train_cfg, tmp_path: Path) -> None:
 def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Path) -> None:
     first = train(train_cfg(*TINY_CONVNET, "test=false"))
 
-    other_cfg = train_cfg(
-        "model.widths=[8,8,16,16,32]",
-        "model.head_hidden=16",
-        f"ckpt_path={first['last_model_path']}",
-    )
+    other = ["model.widths=[8,8,16,16,32]", "model.head_hidden=16"]
+    other_cfg = train_cfg(*other, f"ckpt_path={first['last_model_path']}")
     other_cfg.paths.output_dir = str(tmp_path / "other")
 
+    # given on the command line, the other widths win over the checkpoint's config
     with pytest.raises(CifarLabError, match="holds another model than this config builds"):
-        train(other_cfg)
+        train(other_cfg, overrides=other)
 
 
 @pytest.mark.slow
@@ -248,3 +309,64 @@ def test_a_run_that_fails_early_still_writes_a_failed_metrics_json(train_cfg) ->
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written["status"] == "failed"
     assert written["error"].startswith("CifarLabError: data.batch_size=15 is odd")
+
+
+@pytest.mark.slow
+def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    short = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=csv"]
+    first = run_cli(
+        "experiment=smoke",
+        "data=cifar10",
+        *tiny_data(cifar10_root, batch_size=16),
+        *short,
+        "trainer.max_epochs=1",
+        "hydra.run.dir=first",
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    # no experiment=smoke, no model or data keys: the checkpoint's config rebuilds the run
+    resumed = run_cli(
+        "ckpt_path=first/checkpoints/last.ckpt",
+        "trainer=cpu",
+        *short,
+        "trainer.limit_test_batches=2",
+        "trainer.max_epochs=3",
+        "hydra.run.dir=resumed",
+        cwd=tmp_path,
+    )
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    stored = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["cifar_lab"]
+    assert stored["config"]["model"]["widths"] == [16, 32, 32, 64, 64]  # the smoke ConvNet
+    assert stored["config"]["data"]["name"] == "cifar10" and metrics["epochs_completed"] == 3
+    best = Path(metrics["best_model_path"])
+    assert best == tmp_path / "resumed" / "checkpoints" / "best.ckpt" and best.is_file()
+    assert metrics["best_model_score"] == metrics["val/acc_best"]
+    assert f"best val/acc {metrics['val/acc_best']:.4f}" in resumed.stdout
+    assert "test/acc" in metrics and f"{best}" in resumed.stdout  # tested on that file
+
+
+@pytest.mark.slow
+def test_a_finished_run_without_validation_in_its_last_epoch_exits_0(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        *tiny_data(cifar100_root),
+        *TINY_CONVNET,
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.check_val_every_n_epoch=2",
+        "logger=none",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimized_metric='val/acc_best' was not logged" in result.stdout
+    (metrics_file,) = tmp_path.glob("outputs/train/runs/*/metrics.json")
+    assert json.loads(metrics_file.read_text())["status"] == "finished"

@@ -8,6 +8,7 @@ eval preprocessing, every TTA view through the net, softmax averaging, the top-k
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -41,7 +42,10 @@ def bench_predict(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         def score(sets: list[ImageSet], module=module) -> float:
             datamodule.predict_sets = sets
             start = time.perf_counter()
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+            with warnings.catch_warnings():
+                # blocks come ready-made (no batch sampler) and no batch indices are needed
+                warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
             return sum(s.num_images for s in sets) / (time.perf_counter() - start)
 
         for _ in range(cfg.bench.warmup):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -110,10 +111,13 @@ def lightning_rates(
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg)
     trainer = bench_trainer(cfg, device, timer)
-    if isinstance(data, L.LightningDataModule):
-        trainer.fit(module, datamodule=data)
-    else:
-        trainer.fit(module, train_dataloaders=data)
+    with warnings.catch_warnings():
+        # timing trains only: the module's validation_step is meant to go unused here
+        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
+        if isinstance(data, L.LightningDataModule):
+            trainer.fit(module, datamodule=data)
+        else:
+            trainer.fit(module, train_dataloaders=data)
     if len(timer.rates) < settings.repeats:
         raise CifarLabError(
             f"bench timed {len(timer.rates)} of {settings.repeats} repeats: the training set "

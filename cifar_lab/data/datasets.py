@@ -122,6 +122,15 @@ def dataset_dir(name: str, root: str | Path) -> Path:
     return Path(root) / dataset_class(name).base_folder
 
 
+def other_cifar_hint(name: str, root: str | Path) -> str:
+    """A hint when `root` holds the other CIFAR's folder (cifar-10 for cifar100 or back)."""
+    others = [other for other in DATASETS if other != name and dataset_dir(other, root).is_dir()]
+    return "".join(
+        f"; {root} holds {dataset_dir(other, root).name}: add data={other} to use it"
+        for other in others
+    )
+
+
 def failing_files(cls: type[CIFAR10], folder: Path) -> list[str]:
     """The layout's files that are missing in `folder` or fail its MD5 (None: presence only)."""
     files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
@@ -183,25 +192,38 @@ def load_cifar(
     cls = dataset_class(name, check_integrity)
     folder = dataset_dir(name, root)
     split = "train" if train else "test"
+    files = [f for f, _ in cls.train_list + cls.test_list]
     if not download and not folder.is_dir():
         raise CifarLabError(
             f"{name} not found: {folder} does not exist (expected torchvision's "
-            f"'{cls.base_folder}' folder with {[f for f, _ in cls.train_list + cls.test_list]}); "
-            f"set data.download=true to fetch it, or point data.root at the folder that holds it"
+            f"'{cls.base_folder}' folder with {files}); set data.download=true to fetch it, or "
+            f"point data.root at the folder that holds it{other_cifar_hint(name, root)}"
         )
+    # torchvision re-downloads files that fail the MD5 check: never for files that are here
+    present = all((folder / f).is_file() for f in [*files, cls.meta["filename"]])
     try:
-        if download and failing_files(cls, folder):
+        # torchvision's download re-fetches files that fail the MD5: never when all are here
+        if download and not present:
             download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise CifarLabError(
             f"could not download {name} from {cls.url} into {root}: {err}; check the network, "
             f"or download {cls.filename} elsewhere and unpack it into {root}"
+            f"{other_cifar_hint(name, root)}"
         ) from err
     failing = failing_files(cls, folder)
+    missing = [file for file in failing if not (folder / file).is_file()]
+    if missing:
+        raise CifarLabError(
+            f"{name} {split} files {missing} are missing in {folder}; delete the folder and set "
+            f"data.download=true to fetch them, or point data.root at a full copy"
+            f"{other_cifar_hint(name, root)}"
+        )
     if failing:
         raise CifarLabError(
-            f"{name} {split} files in {folder} are missing or fail the official MD5 check "
-            f"({failing}); re-download it (data.download=true after deleting the folder)"
+            f"{name} file {failing[0]} in {folder} fails the official MD5 check: delete {folder} "
+            f"and set data.download=true for the official files; a rebuilt copy in the same "
+            f"format loads with data.check_integrity=false (read safely either way)"
         )
     parts = [read_batch(folder / file) for file, _ in (cls.train_list if train else cls.test_list)]
     return ImageArrays(

@@ -96,11 +96,13 @@ def evaluate_corruptions(
     out_dir: Path,
     clean: tuple[Scores, np.ndarray] | None = None,
     augment: Mapping[str, Any] | None = None,
+    caption: str = "",
 ) -> dict[str, Any]:
     """Accuracy and ECE per corruption x severity with their means (see `summary_groups`),
     the corruptions seen in training (from the `augment` config the model was trained with),
     mCE against `ood.reference_csv`; ood_accuracy.csv, ood_ece.csv, ood_severity.csv (+
-    ood_mce.csv), the bar chart, the severity curves and reliability.png (clean vs severity 5)."""
+    ood_mce.csv), the bar chart, the severity curves and reliability.png (clean vs severity 5),
+    titled with `caption` (what was scored: checkpoint, TTA, set)."""
     accuracy: dict[str, list[float]] = {}
     ece: dict[str, list[float]] = {}
     hardest: list[tuple[np.ndarray, np.ndarray]] = []  # severity 5: confidences, correctness
@@ -134,8 +136,12 @@ def evaluate_corruptions(
     write_severity_table(out_dir / "ood_accuracy.csv", accuracy, kinds, seen)
     write_severity_table(out_dir / "ood_ece.csv", ece, kinds, seen)
     write_severity_summary(out_dir / "ood_severity.csv", summary, clean_acc)
-    plot_severity_bars(out_dir / "ood_corruptions.png", accuracy, "top-1 accuracy", clean_acc, seen)
-    plot_severity_curves(out_dir / "ood_severity.png", summary, "top-1 accuracy", clean_acc)
+    title = f"{ood.name} top-1 accuracy per corruption\n{caption}"
+    plot_severity_bars(
+        out_dir / "ood_corruptions.png", accuracy, "top-1 accuracy", clean_acc, seen, title
+    )
+    title = f"{ood.name} mean top-1 accuracy by severity\n{caption}"
+    plot_severity_curves(out_dir / "ood_severity.png", summary, "top-1 accuracy", clean_acc, title)
     curves = {}
     if clean:
         curves["clean"] = reliability_bins(clean[0].confidences, clean[0].correct(clean[1]))
@@ -143,7 +149,8 @@ def evaluate_corruptions(
     curves[f"severity 5, mean over {len(hardest)} corruptions"] = reliability_bins(
         confidences, correct
     )
-    plot_reliability(out_dir / "reliability.png", curves, f"{ood.name}: calibration")
+    title = f"{ood.name} calibration: clean vs severity 5\n{caption}"
+    plot_reliability(out_dir / "reliability.png", curves, title)
     if ood.reference_csv is not None:
         metrics.update(mce_report(accuracy, read_severity_table(ood.reference_csv), ood, out_dir))
     return metrics
@@ -169,10 +176,11 @@ def mce_report(
 
 
 def evaluate_leaderboard(
-    ood: LeaderboardSet, scored: ScoredSets, out_dir: Path
+    ood: LeaderboardSet, scored: ScoredSets, out_dir: Path, caption: str = ""
 ) -> dict[str, float]:
     """submission_ood.csv (`id,label`, file x severity x index order) and, as there are no
-    labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots)."""
+    labels, the mean max-softmax per distortion x severity (ood_confidence.csv + plots titled
+    with `caption`)."""
     confidence = {name: [s.confidence for s in scores] for name, (_, scores) in scored.items()}
     throughput = Throughput()
     for _, scores in scored.values():
@@ -193,6 +201,10 @@ def evaluate_leaderboard(
         }
     )
     write_severity_table(out_dir / "ood_confidence.csv", confidence, groups)
-    plot_severity_bars(out_dir / "ood_confidence.png", confidence, "mean max softmax")
-    plot_severity_curves(out_dir / "ood_confidence_severity.png", summary, "mean max softmax")
+    title = f"leaderboard mean max softmax per distortion\n{caption}"
+    plot_severity_bars(out_dir / "ood_confidence.png", confidence, "mean max softmax", None, title)
+    title = f"leaderboard mean max softmax by severity\n{caption}"
+    plot_severity_curves(
+        out_dir / "ood_confidence_severity.png", summary, "mean max softmax", None, title
+    )
     return metrics

@@ -46,6 +46,7 @@ def plot_severity_bars(
     ylabel: str,
     clean: float | None = None,
     seen: Collection[str] = (),
+    title: str = "",
 ) -> Path:
     """One group of bars per corruption, one bar per severity; the clean value as a line;
     corruptions seen in training marked with `*` and a hatched background."""
@@ -68,17 +69,23 @@ def plot_severity_bars(
             ax.axvspan(i - 0.45, i + 0.45, color="grey", alpha=0.15, hatch="//", linewidth=0)
     labels = [f"{n} *" if n in seen else n for n in names]
     ax.set_xticks(x, labels, rotation=60, ha="right")
-    ax.set(ylabel=ylabel, ylim=(0, 1))
     if seen:
-        ax.set_title("* seen in training: an augmentation applies that distortion", fontsize=9)
+        title = f"{title}\n* seen in training: an augmentation applies that distortion".strip()
+    ax.set(ylabel=ylabel, ylim=(0, 1))
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize="small", ncols=3)
     return save(fig, path)
 
 
 def plot_severity_curves(
-    path: Path, curves: Mapping[str, Sequence[float]], ylabel: str, clean: float | None = None
+    path: Path,
+    curves: Mapping[str, Sequence[float]],
+    ylabel: str,
+    clean: float | None = None,
+    title: str = "",
 ) -> Path:
-    """Value against severity for each curve, starting from the clean value at severity 0."""
+    """Value against severity for each curve, starting from the clean value at severity 0;
+    ticks at whole severities."""
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     for name, values in curves.items():
@@ -90,7 +97,9 @@ def plot_severity_curves(
         xlabel="severity (0 = clean)" if clean is not None else "severity",
         ylabel=ylabel,
         ylim=(0, 1),
+        title=title,
     )
+    ax.set_xticks(range(0 if clean is not None else 1, SEVERITIES + 1))
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return save(fig, path)

@@ -9,6 +9,7 @@ timed as they arrive, so each set reports its own images/s.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +124,11 @@ def score_sets(
     """Every predict set of `datamodule` through one `Trainer.predict` call of `module`."""
     collector = PredictionCollector()
     trainer = make_trainer([collector])
-    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    with warnings.catch_warnings():
+        # The loaders serve ready-made blocks (no batch sampler, so Lightning cannot record
+        # batch indices); the collector does not need them.
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
     return {
         image_set.name: (image_set, collector.scores(i, image_set))
         for i, image_set in enumerate(datamodule.predict_sets)

@@ -142,7 +142,9 @@ class CIFARClassifier(L.LightningModule):
         loss, logits = self.training_loss(images, labels)
         self.train_loss(loss)
         self.train_metrics(logits, labels)
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        # the epoch mean under its plain name; the bar shows each step's loss as `loss`
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+        self.log("loss", loss.detach(), on_step=True, prog_bar=True, logger=False)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
         return loss

@@ -23,7 +23,8 @@ def warmup_cosine(
     warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(total_steps - warmup_steps, 1),
+        # at least 2: the lr of a lone cosine step is the same, and timm warns about 1
+        t_initial=max(total_steps - warmup_steps, 2),
         lr_min=min_lr,
         warmup_t=warmup_steps,
         warmup_lr_init=warmup_start_lr,

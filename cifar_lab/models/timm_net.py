@@ -8,6 +8,8 @@ reuse pretrained features.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,29 @@ def pretrained_args(pretrained: bool | str | None) -> dict[str, Any]:
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
+HUB_ADDRESS = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the timm hub answers (always assumed through a proxy, which sockets bypass)."""
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection(HUB_ADDRESS, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def read_hub_cache_only_when_offline() -> None:
+    """Without a network, make huggingface_hub read its local cache only (as `HF_HUB_OFFLINE=1`
+    does), so weights that are not cached fail at once instead of after a minute of retries."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        constants.HF_HUB_OFFLINE = True
+
+
 def create_timm_net(
     name: str,
     num_classes: int = 100,
@@ -83,10 +108,20 @@ def create_timm_net(
         kwargs["act_layer"] = act_layer
     if drop_block_rate > 0:
         kwargs["drop_block_rate"] = drop_block_rate
+    weights = pretrained_args(pretrained)
+    if weights["pretrained"] and "pretrained_cfg_overlay" not in weights:
+        read_hub_cache_only_when_offline()
     try:
-        backbone = timm.create_model(name, **pretrained_args(pretrained), **kwargs)
+        backbone = timm.create_model(name, **weights, **kwargs)
     except TypeError as err:
         raise CifarLabError(f"timm model {name!r} rejected the model config: {err}") from err
+    except OSError as err:  # the hub's errors, offline or not, and unreadable weights files
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise CifarLabError(
+            f"could not load pretrained weights for {name} ({type(err).__name__}: {first_line}); "
+            f"set model.pretrained=false to train from scratch, or model.pretrained=<path of a "
+            f"weights file>"
+        ) from err
     if stem == "cifar":
         use_cifar_stem(backbone)
     head = ClassifierHead(

@@ -20,7 +20,11 @@ def build_loggers(
         overrides: dict[str, Any] = {}
         if name == "wandb" and resume_wandb_id and not spec.get("id"):
             overrides = {"id": resume_wandb_id, "resume": "allow"}
-        loggers.append(instantiate(spec, **overrides))
+        logger = instantiate(spec, **overrides)
+        if isinstance(logger, WandbLogger):
+            # Lightning always passes `anonymous`, which wandb >= 0.19 warns has no effect.
+            logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 
