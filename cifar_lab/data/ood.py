@@ -75,19 +75,28 @@ def first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0][:200]
 
 
-def check_images(path: Path) -> OODFile:
-    """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
+def load_untrusted_npy(
+    path: Path, what: str, kind: str, fix: str, mmap_mode: str | None = None
+) -> np.ndarray:
+    """An array from a `.npy` file someone else made, or a one-line error: pickled objects are
+    refused (numpy's allow_pickle=False), never unpickled."""
+    name = f"{what} {path}".strip()
     try:
-        images = np.load(path, mmap_mode="r")
+        array = np.load(path, mmap_mode=mmap_mode)
     # Everything is caught on purpose: the file is untrusted, and numpy parses a damaged
     # header with Python's tokenizer (TokenError, SyntaxError, ...), not only ValueError.
     except Exception as err:
         raise CifarLabError(
-            f"OOD file {path} is not a readable .npy array ({first_line(err)}); "
-            f"delete it and download it again"
+            f"{name} is not a readable .npy array{kind} ({first_line(err)}); {fix}"
         ) from err
-    if not isinstance(images, np.ndarray):  # an .npz archive under the .npy name
-        raise CifarLabError(f"OOD file {path} is an .npz archive, not a .npy array; re-download it")
+    if not isinstance(array, np.ndarray):  # an .npz archive under the .npy name
+        raise CifarLabError(f"{name} is an .npz archive, not a .npy array; {fix}")
+    return array
+
+
+def check_images(path: Path) -> OODFile:
+    """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
+    images = load_untrusted_npy(path, "OOD file", "", "delete it and download it again", "r")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
         raise CifarLabError(
             f"OOD file {path.name} has shape {images.shape} {images.dtype} but "
@@ -109,15 +118,7 @@ def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
             f"{path.name} not found in {path.parent}: CIFAR-C sets need it beside the corruption "
             f"files; re-extract the archive or set ood.download=true"
         )
-    try:
-        labels = np.load(path)  # allow_pickle=False: an object array is refused, not unpickled
-    except Exception as err:  # untrusted: any failure means "not a labels file" (check_images)
-        raise CifarLabError(
-            f"{path} is not a readable .npy array of labels ({first_line(err)}); "
-            f"re-download the set"
-        ) from err
-    if not isinstance(labels, np.ndarray):  # an .npz archive under the .npy name
-        raise CifarLabError(f"{path} is an .npz archive, not a .npy array; re-download the set")
+    labels = load_untrusted_npy(path, "", " of labels", "re-download the set")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise CifarLabError(
             f"{path} has shape {labels.shape} {labels.dtype} but a 1-D integer array was "
