@@ -31,7 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, open_dict
 
 from cifar_lab.benchmarks.predict import bench_predict
@@ -71,7 +71,9 @@ def fit_recipe(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, Checkpoint)]
+    # the recipe's own callbacks (e.g. EMA), not the saving and display ones quiet_trainer drops
+    dropped = (Checkpoint, ProgressBar, ModelSummary)
+    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, dropped)]
     trainer = quiet_trainer(
         cfg.trainer,
         device,
