@@ -28,6 +28,9 @@ def bench_predict(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     test = load_split(cfg.data, train=False, limit=settings.images)
     datamodule = build_datamodule(cfg, predict_clean=False)
     datamodule.hparams.eval_batch_size = settings.batch_size
+    # In the main process: starting a loader worker for each repeat of a few hundred images
+    # would measure process start-up, not scoring.
+    datamodule.num_workers = 0
     trainer = quiet_trainer(
         cfg.trainer, device, cfg.paths.output_dir, callbacks=[PredictionCollector()]
     )
