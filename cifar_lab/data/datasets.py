@@ -181,6 +181,16 @@ def read_classes(cls: type[CIFAR10], folder: Path) -> list[str]:
     return classes
 
 
+def fetch_archive(url: str, root: str | Path, fix: str, what: str = "", **kwargs: Any) -> None:
+    """torchvision's download and unpack of `url` into `root`; a network failure or an archive
+    that fails its MD5 is one line ending in `fix`."""
+    try:
+        download_and_extract_archive(url, str(root), **kwargs)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        source = f"{what} from {url}" if what else url
+        raise CifarLabError(f"could not download {source} into {root} ({err}); {fix}") from err
+
+
 def load_cifar(
     name: str,
     root: str | Path,
@@ -201,16 +211,17 @@ def load_cifar(
         )
     # torchvision re-downloads files that fail the MD5 check: never for files that are here
     present = all((folder / f).is_file() for f in [*files, cls.meta["filename"]])
-    try:
-        # torchvision's download re-fetches files that fail the MD5: never when all are here
-        if download and not present:
-            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-        raise CifarLabError(
-            f"could not download {name} from {cls.url} into {root}: {err}; check the network, "
-            f"or download {cls.filename} elsewhere and unpack it into {root}"
-            f"{other_cifar_hint(name, root)}"
-        ) from err
+    # torchvision's download re-fetches files that fail the MD5: never when all are here
+    if download and not present:
+        fetch_archive(
+            cls.url,
+            root,
+            f"check the network, or download {cls.filename} elsewhere and unpack it into "
+            f"{root}{other_cifar_hint(name, root)}",
+            what=name,
+            filename=cls.filename,
+            md5=cls.tgz_md5,
+        )
     failing = failing_files(cls, folder)
     missing = [file for file in failing if not (folder / file).is_file()]
     if missing:

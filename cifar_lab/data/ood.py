@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets.utils import download_and_extract_archive, download_url
+from torchvision.datasets.utils import download_url
 
-from cifar_lab.data.datasets import IMAGE_SHAPE
+from cifar_lab.data.datasets import IMAGE_SHAPE, fetch_archive
 from cifar_lab.errors import CifarLabError
 
 SEVERITIES = 5
@@ -232,16 +232,14 @@ class CorruptionSet:
                 f"ood.download=true but ood.url is not set; set it to the {self.name} archive "
                 f"URL or unpack the archive into {self.root} by hand"
             )
-        try:
-            download_and_extract_archive(
-                self.url, str(self.root), md5=self.md5, remove_finished=True
-            )
-        except (urllib.error.URLError, OSError, RuntimeError) as err:
-            raise CifarLabError(
-                f"could not download {self.url} into {self.root} ({err}); check the network, or "
-                f"download and unpack it by hand so {self.root} holds labels.npy and the "
-                f"corruption .npy files"
-            ) from err
+        fetch_archive(
+            self.url,
+            self.root,
+            f"check the network, or download and unpack it by hand so {self.root} holds "
+            f"labels.npy and the corruption .npy files",
+            md5=self.md5,
+            remove_finished=True,
+        )
         # The archive unpacks into `archive_folder/`; move its files up so they sit in root.
         nested = self.root / (self.archive_folder or "")
         if self.archive_folder and nested.is_dir():
