@@ -209,9 +209,9 @@ def load_cifar(
             f"'{cls.base_folder}' folder with {files}); set data.download=true to fetch it, or "
             f"point data.root at the folder that holds it{other_cifar_hint(name, root)}"
         )
-    # torchvision re-downloads files that fail the MD5 check: never for files that are here
+    # Files that are here are never downloaded again, not even when they fail the MD5 check
+    # (torchvision would re-fetch them): the error below names the failing file instead.
     present = all((folder / f).is_file() for f in [*files, cls.meta["filename"]])
-    # torchvision's download re-fetches files that fail the MD5: never when all are here
     if download and not present:
         fetch_archive(
             cls.url,
