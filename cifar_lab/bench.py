@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +34,11 @@ from cifar_lab.benchmarks.train import bench_train
 from cifar_lab.build import resolve_precision
 from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.errors import CifarLabError
+from cifar_lab.files import write_json
+from cifar_lab.runs.record import RunRecord
 from cifar_lab.speed import configure_torch, usable_cores
-from cifar_lab.utils import write_json
 
-log = logging.getLogger("cifar_lab.bench")
+log = logging.getLogger(__name__)
 
 SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,
@@ -102,14 +104,16 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        result = run_bench(cfg)
         path = Path(cfg.paths.output_dir) / "bench.json"
-        write_json(path, result)
-        print(json.dumps(result, indent=2))
-        log.info("bench.json written to %s", path)
-        failed = result.get("gpu_check", {}).get("failed")
-        if failed:
-            raise CifarLabError(f"gpu_check cases {failed} failed; their errors are in {path}")
+        with RunRecord(cfg.paths.output_dir, stop_signals=(signal.SIGTERM,)) as record:
+            result = run_bench(cfg)
+            write_json(path, result)
+            record.update({"bench_json": str(path)})
+            print(json.dumps(result, indent=2))
+            log.info("bench.json written to %s", path)
+            failed = result.get("gpu_check", {}).get("failed")
+            if failed:
+                raise CifarLabError(f"gpu_check cases {failed} failed; their errors are in {path}")
 
 
 if __name__ == "__main__":

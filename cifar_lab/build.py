@@ -7,146 +7,22 @@ import this module and never each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import Container, DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.ood import OODSet
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.models.tta import TestTimeAugmentation
+from cifar_lab.runs.saving import AtomicCheckpointIO
 from cifar_lab.speed import cudnn_benchmark, split_model_config
-from cifar_lab.training.checkpoint_io import AtomicCheckpointIO
 from cifar_lab.training.progress import EpochProgressBar, NetSummary
-
-# The groups of a stored run config (in a checkpoint) that are rebuilt from it, and the only
-# objects such a config may build: a checkpoint is a shared file, and Hydra's `_target_` would
-# otherwise call any importable function it names (e.g. `shutil.copyfile`).
-REBUILT_GROUPS = ("data", "model", "augment", "optim", "loss")
-TRUSTED_TARGETS = frozenset(
-    {
-        "cifar_lab.models.create_convnet",
-        "cifar_lab.models.create_timm_net",
-        "cifar_lab.models.convnet.create_convnet",
-        "cifar_lab.models.timm_net.create_timm_net",
-        "timm.optim.create_optimizer_v2",
-        "cifar_lab.models.schedule.warmup_cosine",
-        "cifar_lab.data.CIFARDataModule",
-        "cifar_lab.data.datamodule.CIFARDataModule",
-        "cifar_lab.training.ema.EMA",
-    }
-)
-HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
-
-
-def check_trusted(config: Any, source: str, path: str = "") -> None:
-    """Raise a one-line error, naming the key, if `config` (read from `source`, e.g. a
-    checkpoint) would make Hydra build anything but `TRUSTED_TARGETS` (any `_target_`,
-    `_args_` or `_partial_` elsewhere), or holds an interpolation to resolve."""
-    if isinstance(config, Mapping):
-        special = [key for key in HYDRA_KEYS if key in config]
-        if special and config.get("_target_") not in TRUSTED_TARGETS:
-            key = f"{path}.{special[0]}" if path else special[0]
-            raise CifarLabError(
-                f"{source} asks Hydra to build {key}={config[special[0]]!r}, which is not one of "
-                f"cifar-lab's own objects {sorted(TRUSTED_TARGETS)}; refusing to run it: use a "
-                f"checkpoint written by cifar_lab.train"
-            )
-        for key, value in config.items():
-            check_trusted(value, source, f"{path}.{key}" if path else str(key))
-    elif isinstance(config, (list, tuple)):
-        for i, value in enumerate(config):
-            check_trusted(value, source, f"{path}[{i}]")
-    elif isinstance(config, str) and "${" in config:
-        raise CifarLabError(
-            f"{source} holds an unresolved interpolation {path}={config!r}; a stored config is "
-            f"resolved when saved: use a checkpoint written by cifar_lab.train"
-        )
-
-
-def stored_run_config(stored: Mapping[str, Any], source: str) -> DictConfig:
-    """The groups of a stored config that runs are rebuilt from, checked by `check_trusted`."""
-    missing = [group for group in REBUILT_GROUPS if group not in stored]
-    if missing:
-        raise CifarLabError(
-            f"{source} stores no training config for {missing}; expected a .ckpt written by "
-            f"cifar_lab.train, which keeps the resolved config in it"
-        )
-    groups = {group: stored[group] for group in REBUILT_GROUPS}
-    check_trusted(groups, source)
-    return OmegaConf.create(groups)
-
-
-# model keys that change how a network trains but not its layers or weights
-TRAINING_ONLY_MODEL_KEYS = frozenset(
-    {"drop_rate", "drop_block_rate", "block_drop_rate", "pretrained", "freeze_backbone"}
-    | {"channels_last", "compile"}
-)
-
-
-def changes_architecture(key: str) -> bool:
-    """Whether overriding `key` (`model.widths`, or `model` for a whole group) can change the
-    layers a checkpoint's weights were trained for."""
-    group, _, leaf = key.partition(".")
-    return group == "model" and leaf not in TRAINING_ONLY_MODEL_KEYS
-
-
-def resolved(cfg: DictConfig, key: str) -> Any:
-    value = OmegaConf.select(cfg, key)
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
-
-
-def resume_config(
-    cfg: DictConfig, stored: Mapping[str, Any], source: str, overrides: Sequence[str] = ()
-) -> tuple[DictConfig, list[str]]:
-    """`cfg` with the `REBUILT_GROUPS` of a checkpoint's stored config (see `stored_run_config`),
-    then the command-line `overrides` that set a key of those groups (`data.root=...`) or choose
-    one (`model=resnet50`) on top; plus a one-line notice for each override that changes the
-    architecture. Pretrained weights are off: the checkpoint holds the trained ones."""
-    merged = cfg.copy()
-    groups = stored_run_config(stored, source)
-    with open_dict(merged):
-        for group in REBUILT_GROUPS:
-            merged[group] = groups[group]
-        notices = []
-        for override in OverridesParser.create().parse_overrides(list(overrides)):
-            key = override.key_or_group
-            if key.partition(".")[0] not in REBUILT_GROUPS:
-                continue
-            before = OmegaConf.select(merged, key, default=None)
-            if override.is_delete():
-                parent, _, leaf = key.rpartition(".")
-                OmegaConf.select(merged, parent).pop(leaf, None)
-                value = None
-            else:
-                value = resolved(cfg, key)
-                OmegaConf.update(merged, key, value, merge=False, force_add=True)
-            before = OmegaConf.to_container(before) if isinstance(before, Container) else before
-            if before != value and changes_architecture(key):
-                given, was = (
-                    (key, "settings")
-                    if isinstance(value, dict)
-                    else (f"{key}={value!r}", repr(before))
-                )
-                notices.append(
-                    f"{given} from the command line replaces the checkpoint's {was}: this "
-                    f"changes the network its weights were trained for"
-                )
-        if merged.data.num_classes != groups.data.num_classes:
-            notices.append(
-                f"data from the command line has {merged.data.num_classes} classes where the "
-                f"checkpoint's has {groups.data.num_classes}: this changes the network's head"
-            )
-        if "pretrained" in merged.model:
-            merged.model.pretrained = False
-    return merged, notices
 
 
 def resolve_precision(precision: str | int) -> str | int:

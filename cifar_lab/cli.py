@@ -30,8 +30,6 @@ from omegaconf.errors import MissingMandatoryValue
 
 from cifar_lab.errors import CifarLabError
 
-log = logging.getLogger("cifar_lab")
-
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Lightning's own "bad setting" error (e.g. trainer=gpu on a machine without one) is one too.
 USER_ERRORS = (CifarLabError, MisconfigurationException)

@@ -15,6 +15,7 @@ grid, resuming an interrupted run) is `cifar_lab.corruptions.writer`.
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import hydra
@@ -38,9 +39,11 @@ from cifar_lab.corruptions.writer import (
 )
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.errors import CifarLabError
-from cifar_lab.utils import write_json
+from cifar_lab.files import write_json
+from cifar_lab.runs.record import RunRecord
 
-log = logging.getLogger("cifar_lab.corrupt")
+log = logging.getLogger(__name__)
+STOPS = (signal.SIGTERM,)  # end as `terminated`; the set's finished files stay, resumable
 
 
 def check_settings(settings: DictConfig) -> None:
@@ -99,7 +102,10 @@ def write_set(cfg: DictConfig) -> Path:
 def main(cfg: DictConfig) -> None:
     setup_run_output()
     with exit_on_user_error():
-        write_set(cfg)
+        # The job's own record (its Hydra folder); the set's completeness is its manifest.json.
+        record = RunRecord(cfg.paths.output_dir, out=str(cfg.corrupt.out), stop_signals=STOPS)
+        with record:
+            write_set(cfg)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,7 @@ from cifar_lab.build import (
     build_ood,
     build_trainer,
     build_tta,
-    stored_run_config,
 )
-from cifar_lab.checkpoint import load_checkpoint, load_net_weights, payload
 from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
@@ -41,29 +39,24 @@ from cifar_lab.evaluation.evaluate import (
 )
 from cifar_lab.evaluation.scoring import score_sets
 from cifar_lab.evaluation.tables import read_severity_table
-from cifar_lab.utils import peak_rss_mib, refuse_to_overwrite, running_status, write_json
+from cifar_lab.memory import peak_rss_mib
+from cifar_lab.runs.checkpoint import RunCheckpoint, read_checkpoint
+from cifar_lab.runs.rebuild import given_by_settings, rebuild_config
+from cifar_lab.runs.record import RunRecord, refuse_to_overwrite
 
-log = logging.getLogger("cifar_lab.predict")
+log = logging.getLogger(__name__)
 
 OVERRIDABLE = ("data", "model", "augment")
 
 
-def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The checkpoint's training config (only cifar-lab's own objects, see
-    `build.stored_run_config`) with this run's non-null `data`/`model`/`augment` keys on top;
-    pretrained weights are switched off (the checkpoint holds the trained ones), and so is
-    torch.compile unless asked for here. The MD5 check of the CIFAR files is never taken from the
-    checkpoint, a shared file: it is on unless this command line says `data.check_integrity`."""
-    merged = stored_run_config(payload(checkpoint, cfg.ckpt).config, f"checkpoint {cfg.ckpt}")
-    for group in OVERRIDABLE:
-        given = OmegaConf.to_container(cfg.get(group) or OmegaConf.create(), resolve=True)
-        merged[group] = OmegaConf.merge(
-            merged[group], {k: v for k, v in given.items() if v is not None}
-        )
-    given_check = (cfg.get("data") or {}).get("check_integrity")
-    merged.data.check_integrity = True if given_check is None else bool(given_check)
-    if "pretrained" in merged.model:
-        merged.model.pretrained = False
+def run_config(checkpoint: RunCheckpoint, cfg: DictConfig) -> DictConfig:
+    """The checkpoint's training config rebuilt (`runs.rebuild`: cifar-lab's own objects only,
+    pretrained weights off, where data lives and whether to download or MD5-check it from this
+    command line or predict's defaults), with this run's non-null `data`/`model`/`augment` keys
+    on top; torch.compile is off unless asked for here."""
+    merged, notices = rebuild_config(cfg, checkpoint, given_by_settings(cfg, OVERRIDABLE))
+    for notice in notices:
+        log.warning(notice)
     if merged.model.get("compile") and "compile" not in (cfg.get("model") or {}):
         # scoring is short and TTA changes the batch shape: compiling would cost more than it saves
         merged.model.compile = False
@@ -81,8 +74,8 @@ def check_classes(ckpt: str, ckpt_classes: int, data_classes: int, what: str) ->
 def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     """The module (checkpoint weights, TTA) and the datamodule that serves what is scored, with
     every file checked before anything is scored; plus the first metrics."""
-    checkpoint = load_checkpoint(cfg.ckpt)
-    ckpt_classes = payload(checkpoint, cfg.ckpt).num_classes
+    checkpoint = read_checkpoint(cfg.ckpt)
+    ckpt_classes = checkpoint.num_classes
     ood = build_ood(cfg.get("ood"))
     if ood is None and not cfg.clean:
         raise CifarLabError(
@@ -98,7 +91,7 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     if tta is not None:
         tta.check_fits(int(run_cfg.data.img_size))
     module = build_module(run_cfg, OmegaConf.to_container(run_cfg), tta=tta)
-    load_net_weights(module.net, checkpoint, cfg.ckpt)
+    checkpoint.load_net_weights(module.net)
     datamodule = build_datamodule(run_cfg, ood=ood, predict_clean=bool(cfg.clean))
     # Missing or malformed files (the clean split, OOD images, labels) fail here.
     datamodule.load_predict_sets()
@@ -158,7 +151,8 @@ def log_summary(metrics: dict[str, Any], out_dir: Path) -> None:
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Score the checkpoint on the clean test split (`clean`) and the `ood` set; metrics.json."""
+    """Score the checkpoint on the clean test split (`clean`) and the `ood` set; metrics.json.
+    SIGTERM stops it (`terminated`, exit 143), as Ctrl-C does (`interrupted`, exit 130)."""
     out_dir = Path(cfg.paths.output_dir)
     if not cfg.get("overwrite"):
         refuse_to_overwrite(
@@ -166,26 +160,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             holds=("*.csv",),
             fix="write elsewhere (hydra.run.dir=<new folder>) or replace it (overwrite=true)",
         )
-    start = datetime.now().astimezone().isoformat(timespec="seconds")
-    metrics: dict[str, Any] = {
-        **running_status(start),
-        "run_dir": str(out_dir),
-        "ckpt": str(cfg.ckpt),
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    try:
-        module, datamodule, first = prepare(cfg)
-        metrics.update(first)
-        metrics.update(score(cfg, module, datamodule, out_dir))
-        metrics["status"] = "finished"
-    except BaseException as err:
-        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        metrics["peak_rss_mib"] = peak_rss_mib()
-        write_json(out_dir / "metrics.json", metrics)
-    log_summary(metrics, out_dir)
-    return metrics
+    record = RunRecord(out_dir, ckpt=str(cfg.ckpt), stop_signals=(signal.SIGTERM,))
+    with record:
+        try:
+            module, datamodule, first = prepare(cfg)
+            record.update(first)
+            record.update(score(cfg, module, datamodule, out_dir))
+        finally:
+            record.update({"peak_rss_mib": peak_rss_mib()})
+    log_summary(record.metrics, out_dir)
+    return record.metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -8,33 +8,19 @@ python -m cifar_lab.train -m model.drop_rate=0.2,0.5 loss.label_smoothing=0,0.1
 from __future__ import annotations
 
 import logging
-import signal
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import shlex
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.build import (
-    build_callbacks,
-    build_datamodule,
-    build_module,
-    build_trainer,
-    resume_config,
-)
-from cifar_lab.checkpoint import (
-    check_resumable,
-    check_weights_fit,
-    load_checkpoint,
-    payload,
-    resolve_ckpt_path,
-)
+from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
 from cifar_lab.cli import (
     exit_on_user_error,
     in_multirun,
@@ -42,6 +28,20 @@ from cifar_lab.cli import (
     setup_run_output,
 )
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import (
+    RunCheckpoint,
+    last_checkpoint,
+    read_checkpoint,
+    resolve_ckpt_path,
+)
+from cifar_lab.runs.rebuild import given_by_overrides, rebuild_config
+from cifar_lab.runs.record import (
+    FINISHED,
+    RunRecord,
+    read_record,
+    refuse_to_overwrite,
+    stop_signal,
+)
 from cifar_lab.speed import configure_torch
 from cifar_lab.training.distributed import (
     end_process_group,
@@ -50,10 +50,9 @@ from cifar_lab.training.distributed import (
     world_size,
 )
 from cifar_lab.training.loggers import build_loggers, finish_wandb, wandb_run_id
-from cifar_lab.training.preemption import PreemptionHandler, resume_command, stop_signal
-from cifar_lab.utils import refuse_to_overwrite, running_status, write_json
+from cifar_lab.training.preemption import PreemptionHandler
 
-log = logging.getLogger("cifar_lab.train")
+log = logging.getLogger(__name__)
 
 
 def run_metrics(trainer: L.Trainer) -> dict[str, Any]:
@@ -77,7 +76,7 @@ def last_checkpoint_path(trainer: L.Trainer, output_dir: Path) -> Path:
     for checkpoint in trainer.checkpoint_callbacks:
         if isinstance(checkpoint, ModelCheckpoint) and not checkpoint.monitor:
             return Path(checkpoint.dirpath) / f"{checkpoint.filename}{checkpoint.FILE_EXTENSION}"
-    return output_dir / "checkpoints" / "last.ckpt"
+    return last_checkpoint(output_dir)
 
 
 def check_run_folder(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> None:
@@ -94,110 +93,135 @@ def check_run_folder(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) 
     )
 
 
+def resume_command(run_dir: Path, overrides: Sequence[str]) -> str:
+    """The command line that continues this run in its folder: its overrides, ckpt_path=auto and
+    the folder (`hydra.run.dir`), so `auto` finds the last.ckpt a stop saved."""
+    kept = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith("ckpt_path")]
+    words = ["python", "-m", "cifar_lab.train", *kept, "ckpt_path=auto", f"hydra.run.dir={run_dir}"]
+    return shlex.join(words)
+
+
+def check_finished_run(
+    cfg: DictConfig, output_dir: Path, checkpoint: RunCheckpoint, finished: bool
+) -> None:
+    """Resuming a `finished` run in its folder trains only with a larger `trainer.max_epochs`;
+    otherwise it would train nothing and rewrite the finished record."""
+    in_place = output_dir.resolve() in checkpoint.path.resolve().parents
+    if not (in_place and finished):
+        return
+    done = checkpoint.raw["epoch"] + 1
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is None or max_epochs == -1 or max_epochs > done:
+        return
+    raise CifarLabError(
+        f"{output_dir} holds a finished run of {done} epochs (trainer.max_epochs={max_epochs}); "
+        f"nothing to resume: to train it further give trainer.max_epochs above {done}, or start "
+        f"a new run in another folder"
+    )
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit (resuming from `ckpt_path` if given), test the best weights, write metrics.json.
 
     A resumed run takes its data, model, augment, optim and loss settings from the checkpoint;
-    of the command-line `overrides`, those that set these groups win (`build.resume_config`).
-    metrics.json is written when the run starts (`status: running`, pid, host, start time) and
-    whatever happens after, with `status` finished, failed (and the error) or terminated (the
-    signal and the resume command), so a report can tell a failed or killed job from a running
-    one. SIGTERM/SIGUSR1 save last.ckpt and exit with 128 + the signal number.
+    of the command-line `overrides`, those that set these groups win (`runs.rebuild`). The run's
+    record (`runs.record.RunRecord`) says `running` from the start and then finished, failed or
+    terminated (with the resume command); SIGTERM/SIGUSR1 save last.ckpt and exit with 128 +
+    the signal number.
     """
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     check_run_folder(cfg, output_dir, ckpt_path)
     if cfg.get("ckpt_path") and ckpt_path is None:
         log.info("ckpt_path=%s: no last.ckpt there yet, starting a new run", cfg.ckpt_path)
-    start = datetime.now().astimezone().isoformat(timespec="seconds")
-    metrics: dict[str, Any] = {**running_status(start), "run_dir": str(output_dir)}
-    if is_global_zero():
-        write_json(output_dir / "metrics.json", metrics)
-    end_job: Callable[[], None] = end_process_group
-    preemption = PreemptionHandler(output_dir / "checkpoints" / "last.ckpt").install()
+    record = RunRecord(
+        output_dir,
+        writes=is_global_zero(),
+        resume_command=resume_command(output_dir, overrides),
+    )
+    finished_before = read_record(output_dir).get("status") == FINISHED
+    end_job: Callable[[], None] = lambda: end_process_group(in_multirun())  # noqa: E731
+    preemption = PreemptionHandler(last_checkpoint(output_dir)).install()
     try:
-        L.seed_everything(cfg.seed, workers=True)
-        configure_torch()
-        checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
-        if checkpoint is not None:
-            cfg = resumed(cfg, checkpoint, overrides, ckpt_path)
-        run_config = OmegaConf.to_container(cfg, resolve=True)
-        datamodule = build_datamodule(cfg)
-        resume_id = payload(checkpoint).wandb_id if checkpoint else None
-        loggers = build_loggers(cfg.get("logger"), resume_wandb_id=resume_id)
-        callbacks = [*build_callbacks(cfg), preemption]
-        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        preemption.checkpoint_path = last_checkpoint_path(trainer, output_dir)
-        module = build_module(cfg, run_config, processes=world_size(trainer))
-        if checkpoint is not None:
-            check_resumable(checkpoint, ckpt_path)
-            check_weights_fit(module.net, checkpoint, ckpt_path)
-        end_job = launch_ranks_for_this_job(trainer)
-        # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
-        module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
-        metrics["wandb_id"] = module.wandb_id
-        for logger in loggers:
-            logger.log_hyperparams(run_config)
-        preemption.check()
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=str(ckpt_path) if ckpt_path else None,
-            weights_only=True,
-        )
-        preemption.check()
-        metrics.update(run_metrics(trainer))
-        if cfg.get("test"):
-            best = metrics.get("best_model_path")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            metrics.update(
-                {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        with record, stop_notes(record, preemption):
+            L.seed_everything(cfg.seed, workers=True)
+            configure_torch()
+            checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
+            if checkpoint is not None:
+                checkpoint.check_resumable()
+                check_finished_run(cfg, output_dir, checkpoint, finished_before)
+                cfg = resumed(cfg, checkpoint, overrides)
+            run_config = OmegaConf.to_container(cfg, resolve=True)
+            datamodule = build_datamodule(cfg)
+            loggers = build_loggers(
+                cfg.get("logger"), resume_wandb_id=checkpoint.wandb_id if checkpoint else None
             )
-        preemption.check()
-        metrics["status"] = "finished"
-    except BaseException as err:
-        signum = stop_signal(err)
-        if signum is None:
-            cause = err.__cause__ if isinstance(err, InstantiationException) else err
-            metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
-            raise
-        metrics.update(
-            status="terminated",
-            signal=signal.Signals(signum).name,
-            last_model_path=str(saved) if (saved := preemption.checkpoint_path).is_file() else None,
-            resume_command=resume_command(output_dir),
-        )
-        log.warning("stopped by %s; resume with: %s", metrics["signal"], metrics["resume_command"])
-        raise SystemExit(128 + signum) from None
+            callbacks = [*build_callbacks(cfg), preemption]
+            trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+            preemption.checkpoint_path = last_checkpoint_path(trainer, output_dir)
+            module = build_module(cfg, run_config, processes=world_size(trainer))
+            if checkpoint is not None:
+                checkpoint.check_weights_fit(module.net)
+            end_job = launch_ranks_for_this_job(trainer, in_multirun())
+            # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
+            module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
+            record.update({"wandb_id": module.wandb_id})
+            for logger in loggers:
+                logger.log_hyperparams(run_config)
+            preemption.check()
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=str(ckpt_path) if ckpt_path else None,
+                weights_only=True,
+            )
+            preemption.check()
+            record.update(run_metrics(trainer))
+            if cfg.get("test"):
+                best = record.metrics.get("best_model_path")
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+                record.update(
+                    {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+                )
+            preemption.check()
     finally:
         preemption.uninstall()
-        if is_global_zero():
-            write_json(output_dir / "metrics.json", metrics)
-        finish_wandb(exit_code=0 if metrics["status"] == "finished" else 1)
+        finish_wandb(exit_code=0 if record.status == FINISHED else 1)
         end_job()
     if is_global_zero():
-        log_summary(metrics, output_dir)
-    return metrics
+        log_summary(record)
+    return record.metrics
 
 
-def resumed(
-    cfg: DictConfig, checkpoint: dict[str, Any], overrides: Sequence[str], path: Path
-) -> DictConfig:
+@contextmanager
+def stop_notes(record: RunRecord, preemption: PreemptionHandler) -> Iterator[None]:
+    """On a stop by a signal, record the checkpoint the stop saved (None if it saved none)."""
+    try:
+        yield
+    except BaseException as err:
+        if stop_signal(err) is not None:
+            saved = preemption.checkpoint_path
+            record.update({"last_model_path": str(saved) if saved.is_file() else None})
+        raise
+
+
+def resumed(cfg: DictConfig, checkpoint: RunCheckpoint, overrides: Sequence[str]) -> DictConfig:
     """`cfg` rebuilt from the checkpoint's stored config, with a notice per override that
     changes the architecture."""
-    cfg, notices = resume_config(cfg, payload(checkpoint).config, f"checkpoint {path}", overrides)
+    cfg, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, overrides))
     log.info(
         "resuming %s: data, model, augment, optim and loss as stored in it, "
         "with the command line's keys of these groups on top",
-        path,
+        checkpoint.path,
     )
     for notice in notices:
         log.warning(notice)
     return cfg
 
 
-def log_summary(metrics: dict[str, Any], output_dir: Path) -> None:
+def log_summary(record: RunRecord) -> None:
     """The last lines of a run: its headline numbers and where its files are."""
+    metrics = record.metrics
 
     def number(key: str) -> str:
         value = metrics.get(key)
@@ -211,7 +235,7 @@ def log_summary(metrics: dict[str, Any], output_dir: Path) -> None:
     )
     if "test/acc" in metrics:
         log.info("test/acc %s, test/acc_top5 %s", number("test/acc"), number("test/acc_top5"))
-    log.info("metrics in %s, log in %s", output_dir / "metrics.json", output_dir / "train.log")
+    log.info("metrics in %s, log in %s", record.path, record.run_dir / "train.log")
 
 
 def optimized_value(metrics: dict[str, Any], name: str | None) -> float | None:

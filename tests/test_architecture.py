@@ -4,6 +4,7 @@ evaluation, nothing importing an entry point (see the docstring of `cifar_lab/__
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,13 @@ def test_no_module_imports_an_entry_point(entry_point: str) -> None:
         ("cifar_lab.corruptions", "cifar_lab.models"),
         ("cifar_lab.corruptions", "cifar_lab.evaluation"),
         ("cifar_lab.corruptions", "cifar_lab.training"),
+        ("cifar_lab.runs", "cifar_lab.data"),
+        ("cifar_lab.runs", "cifar_lab.models"),
+        ("cifar_lab.runs", "cifar_lab.training"),
+        ("cifar_lab.runs", "cifar_lab.evaluation"),
+        ("cifar_lab.runs", "cifar_lab.build"),
+        ("cifar_lab.runs", "cifar_lab.cli"),
+        ("cifar_lab.training", "cifar_lab.cli"),
     ],
 )
 def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> None:
@@ -74,8 +82,9 @@ def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> Non
     assert {m: names for m, names in offenders.items() if names} == {}
 
 
-BASE = {"cifar_lab", "cifar_lab.checkpoint", "cifar_lab.utils", "cifar_lab.speed"}
+BASE = {"cifar_lab", "cifar_lab.files", "cifar_lab.memory", "cifar_lab.speed"}
 BASE |= {"cifar_lab.cli", "cifar_lab.errors"}
+RUNS = {module for module in GRAPH if module.startswith("cifar_lab.runs")}
 
 
 def imported_modules(module: str) -> set[str]:
@@ -86,3 +95,72 @@ def imported_modules(module: str) -> set[str]:
 @pytest.mark.parametrize("module", sorted(BASE))
 def test_base_modules_import_only_each_other(module: str) -> None:
     assert imported_modules(module) <= BASE
+
+
+@pytest.mark.parametrize("module", sorted(RUNS))
+def test_the_run_package_imports_only_the_base_and_itself(module: str) -> None:
+    assert imported_modules(module) <= BASE | RUNS
+
+
+# --- one home per concept -------------------------------------------------------------------
+SOURCES = {module_name(path): ast.parse(path.read_text()) for path in PACKAGE.rglob("*.py")}
+
+
+def modules_where(found: Callable[[ast.AST], bool]) -> list[str]:
+    return sorted(module for module, tree in SOURCES.items() if any(map(found, ast.walk(tree))))
+
+
+def is_literal(text: str) -> Callable[[ast.AST], bool]:
+    return lambda node: isinstance(node, ast.Constant) and node.value == text
+
+
+def is_torch_load(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "load"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "torch"
+    )
+
+
+def assigns(name: str) -> Callable[[ast.AST], bool]:
+    def found(node: ast.AST) -> bool:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        return isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
+            isinstance(t, ast.Name) and t.id == name for t in targets
+        )
+
+    return found
+
+
+def test_checkpoints_are_loaded_in_one_module() -> None:
+    assert modules_where(is_torch_load) == ["cifar_lab.runs.checkpoint"]
+
+
+def test_the_last_checkpoint_is_named_in_one_module() -> None:
+    assert modules_where(is_literal("last.ckpt")) == ["cifar_lab.runs.checkpoint"]
+
+
+def test_the_run_record_is_named_in_one_module() -> None:
+    assert modules_where(is_literal("metrics.json")) == ["cifar_lab.runs.record"]
+
+
+def test_no_module_outside_the_run_package_writes_the_run_record() -> None:
+    """Its file name lives in `runs.record`; no other package imports the name to write it."""
+    importers = [
+        module
+        for module, imported in GRAPH.items()
+        if "cifar_lab.runs.record.METRICS_FILE" in imported and module not in RUNS
+    ]
+    assert importers == []
+
+
+def test_the_severities_are_defined_once() -> None:
+    assert len(modules_where(assigns("SEVERITIES"))) == 1
+
+
+def test_the_checks_see_a_second_definition() -> None:
+    """The checks above would fail on a module that repeats what they look for."""
+    tree = ast.parse("import torch\nSEVERITIES = (1, 2)\ntorch.load('x', weights_only=True)")
+    assert any(map(assigns("SEVERITIES"), ast.walk(tree)))
+    assert any(map(is_torch_load, ast.walk(tree)))

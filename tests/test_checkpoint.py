@@ -8,15 +8,16 @@ import pytest
 import torch
 from checkpoint_files import flip_bit, largest_tensor_entry
 
-from cifar_lab.checkpoint import RNG_KEY, check_resumable, load_checkpoint, set_rng_states
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import read_checkpoint
+from cifar_lab.runs.rng import RNG_KEY, set_rng_states
 
 
 def test_a_real_checkpoint_passes_every_check(tiny_checkpoint: Path) -> None:
-    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint = read_checkpoint(tiny_checkpoint)
 
-    check_resumable(checkpoint, tiny_checkpoint)
-    assert checkpoint["cifar_lab"]["num_classes"] == 100
+    checkpoint.check_resumable()
+    assert checkpoint.num_classes == 100 and checkpoint.raw["cifar_lab"]["num_classes"] == 100
 
 
 def test_a_bit_flipped_weight_is_refused_not_scored(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_a_bit_flipped_weight_is_refused_not_scored(tiny_checkpoint: Path, tmp_p
     with pytest.raises(
         CifarLabError, match=r"is damaged: its entry .*/data/\d+' fails the zip CRC"
     ):
-        load_checkpoint(flipped)
+        read_checkpoint(flipped)
 
 
 @pytest.mark.parametrize("keep", [0, 100, 0.5, -1], ids=["empty", "header", "half", "all-but-1"])
@@ -39,21 +40,21 @@ def test_an_empty_or_cut_checkpoint_is_one_line(tiny_checkpoint, tmp_path, keep)
     cut.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
 
     with pytest.raises(CifarLabError, match="not a readable PyTorch checkpoint") as err:
-        load_checkpoint(cut)
+        read_checkpoint(cut)
     assert "\n" not in str(err.value)
 
 
 def test_a_hand_made_checkpoint_without_training_state_cannot_resume(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint = read_checkpoint(tiny_checkpoint).raw
     stripped = {k: checkpoint[k] for k in ("state_dict", "cifar_lab")}
     path = tmp_path / "weights_only.ckpt"
     torch.save(stripped, path)
 
-    load_checkpoint(path)  # enough to score
+    read_checkpoint(path)  # enough to score
     with pytest.raises(CifarLabError, match=r"cannot resume training: it lacks \['epoch'"):
-        check_resumable(load_checkpoint(path), path)
+        read_checkpoint(path).check_resumable()
 
 
 @pytest.mark.parametrize(
@@ -75,11 +76,11 @@ def test_a_hand_edited_checkpoint_is_one_line(tiny_checkpoint, tmp_path, damage)
     torch.save(checkpoint, path)
 
     with pytest.raises(CifarLabError, match=str(path)):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_damaged_rng_states_are_one_line(tiny_checkpoint: Path) -> None:
-    states = load_checkpoint(tiny_checkpoint)[RNG_KEY]
+    states = read_checkpoint(tiny_checkpoint).raw[RNG_KEY]
 
     with pytest.raises(CifarLabError, match="'rng_states' entry is damaged"):
         set_rng_states({**states, "numpy": ["MT19937"]})

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from test_sweeps import metrics_of, run_sweep, wandb_exit_code
 
 from cifar_lab.build import build_module
-from cifar_lab.checkpoint import load_checkpoint
+from cifar_lab.runs.checkpoint import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def ddp_sweep(
 
 def val_correct(checkpoint: Path) -> torch.Tensor:
     """Per-image top-1 hits of the checkpoint's weights on its val split, in one process."""
-    saved = load_checkpoint(checkpoint)
+    saved = read_checkpoint(checkpoint).raw
     cfg = OmegaConf.create(saved["cifar_lab"]["config"])
     module = build_module(cfg)
     module.load_state_dict(saved["state_dict"])

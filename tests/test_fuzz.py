@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cifar_lab.build import stored_run_config
-from cifar_lab.checkpoint import check_resumable, load_checkpoint, net_weights, payload
 from cifar_lab.data.datasets import IMAGE_SHAPE, load_cifar
 from cifar_lab.data.ood import check_images, check_labels
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.tables import SEVERITY_COLUMNS, read_severity_table, write_severity_table
+from cifar_lab.runs.checkpoint import read_checkpoint
+from cifar_lab.runs.rebuild import stored_run_config
 
 EXAMPLES = int(os.environ.get("CIFAR_LAB_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -114,11 +114,11 @@ def check(read: Callable[[Path], Any], path: Path, valid: Callable[[Any], None])
 
 # --- checkpoints ----------------------------------------------------------------------------
 def read_checkpoint_as_predict_and_train_do(path: Path) -> dict:
-    checkpoint = load_checkpoint(path)
-    stored_run_config(payload(checkpoint, path).config, str(path))
-    check_resumable(checkpoint, path)
-    net_weights(checkpoint)
-    return checkpoint
+    checkpoint = read_checkpoint(path)
+    stored_run_config(checkpoint.config, str(path))
+    checkpoint.check_resumable()
+    checkpoint.net_weights()
+    return checkpoint.raw
 
 
 def a_checkpoint(result: Any) -> None:
@@ -164,7 +164,7 @@ def test_a_checkpoint_carrying_a_reduce_payload_runs_nothing(tiny_checkpoint: Pa
     torch.save(checkpoint, WORK / "evil.ckpt")
 
     with pytest.raises(CifarLabError, match="not a readable PyTorch checkpoint"):
-        load_checkpoint(WORK / "evil.ckpt")
+        read_checkpoint(WORK / "evil.ckpt")
     assert not MARKER.exists()
 
 

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
 from torch import nn
 
-from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.ood import CorruptionSet
@@ -29,6 +28,7 @@ from cifar_lab.evaluation.scoring import score_sets
 from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.predict import predict, prepare, run_config
+from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train
 
 _SMOKE: dict[str, Path] = {}
@@ -42,6 +42,13 @@ def smoke_ckpt(train_cfg) -> Path:
         metrics = train(train_cfg("experiment=smoke", *TINY_CONVNET, "logger=none"))
         _SMOKE["best"] = Path(metrics["best_model_path"])
     return _SMOKE["best"]
+
+
+@pytest.fixture(autouse=True)
+def data_on_this_machine(monkeypatch: pytest.MonkeyPatch, cifar100_root: Path) -> None:
+    """predict reads the data where this machine keeps it (`CIFAR_LAB_DATA`, or data.root on the
+    command line), never where a checkpoint says: here, the tiny CIFAR-100."""
+    monkeypatch.setenv("CIFAR_LAB_DATA", str(cifar100_root))
 
 
 def predict_cfg(ckpt: Path, out_dir: Path, *overrides: str) -> DictConfig:
@@ -238,8 +245,8 @@ def test_per_corruption_accuracy_equals_the_hand_computed_one(tmp_path, tta):
 
 # --- the config it rebuilds ---------------------------------------------------------------
 def test_predict_overrides_win_over_the_checkpoints_config(smoke_ckpt, tmp_path):
-    checkpoint = load_checkpoint(smoke_ckpt)
-    stored = checkpoint["cifar_lab"]["config"]["data"]
+    checkpoint = read_checkpoint(smoke_ckpt)
+    stored = checkpoint.config["data"]
 
     merged = run_config(
         checkpoint, predict_cfg(smoke_ckpt, tmp_path, "data.root=/elsewhere", "data.batch_size=7")
@@ -250,8 +257,8 @@ def test_predict_overrides_win_over_the_checkpoints_config(smoke_ckpt, tmp_path)
 
 
 def test_predict_never_takes_check_integrity_false_from_the_checkpoint(smoke_ckpt, tmp_path):
-    checkpoint = load_checkpoint(smoke_ckpt)
-    assert checkpoint["cifar_lab"]["config"]["data"]["check_integrity"] is False  # trained so
+    checkpoint = read_checkpoint(smoke_ckpt)
+    assert checkpoint.config["data"]["check_integrity"] is False  # trained so
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("predict", overrides=[f"ckpt={smoke_ckpt}", f"paths.output_dir={tmp_path}"])
 
@@ -342,7 +349,7 @@ def test_every_untrusted_hydra_key_in_a_stored_config_is_named(smoke_ckpt, tmp_p
     evil = tampered_checkpoint(smoke_ckpt, tmp_path / "evil.ckpt", "data", node)
 
     with pytest.raises(CifarLabError, match=key.replace(".", r"\.").replace("$", r"\$")):
-        run_config(load_checkpoint(evil), predict_cfg(evil, tmp_path))
+        run_config(read_checkpoint(evil), predict_cfg(evil, tmp_path))
 
 
 # --- what a user reads --------------------------------------------------------------------

@@ -15,11 +15,11 @@ from omegaconf import OmegaConf, open_dict
 from torchvision.transforms import v2
 
 from cifar_lab.build import build_datamodule, build_module
-from cifar_lab.checkpoint import load_checkpoint, net_weights
 from cifar_lab.data import CIFARDataModule
 from cifar_lab.data.batched_augment import build_batched_train
 from cifar_lab.data.transforms import TorchvisionPolicy, build_train_transform, build_transforms
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import net_weights, read_checkpoint
 from cifar_lab.train import train
 from cifar_lab.training.ema import WarmupDecay
 
@@ -47,12 +47,12 @@ def test_best_ckpt_validation_and_test_hold_the_average(train_cfg, tmp_path: Pat
     one_step = trained(train_cfg, tmp_path, "one", "trainer.limit_train_batches=1")
     three_steps = trained(train_cfg, tmp_path, "three")
 
-    best = load_checkpoint(averaged["best_model_path"])
-    after_one_step = load_checkpoint(one_step["last_model_path"])
-    assert_same_weights(net_weights(best), net_weights(after_one_step))
-    raw = {"state_dict": best["current_model_state"]}
+    best = read_checkpoint(averaged["best_model_path"])
+    after_one_step = read_checkpoint(one_step["last_model_path"])
+    assert_same_weights(best.net_weights(), after_one_step.net_weights())
+    training_weights = net_weights(best.raw["current_model_state"])
     assert_same_weights(
-        net_weights(raw), net_weights(load_checkpoint(three_steps["last_model_path"]))
+        training_weights, read_checkpoint(three_steps["last_model_path"]).net_weights()
     )
     assert averaged["val/acc"] == one_step["val/acc"]
     assert averaged["test/acc"] == one_step["test/acc"]

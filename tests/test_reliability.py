@@ -19,13 +19,14 @@ from faults import TESTS, run_with_fault
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cifar_lab.checkpoint import load_checkpoint, resolve_ckpt_path
 from cifar_lab.errors import CifarLabError
+from cifar_lab.files import write_json
 from cifar_lab.predict import predict
+from cifar_lab.runs.checkpoint import read_checkpoint, resolve_ckpt_path
+from cifar_lab.runs.record import refuse_to_overwrite, run_state, running_status
+from cifar_lab.runs.saving import AtomicCheckpointIO
 from cifar_lab.sweeps.sweep_report import read_job
 from cifar_lab.train import train
-from cifar_lab.training.checkpoint_io import AtomicCheckpointIO
-from cifar_lab.utils import refuse_to_overwrite, run_state, running_status, write_json
 
 SHM = Path("/dev/shm")
 
@@ -82,7 +83,7 @@ def test_a_save_killed_with_tmpdir_on_another_filesystem_leaves_a_loadable_last_
         tmpdir.rmdir()
 
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]  # killed in the 2nd save
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0  # the 1st one
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt").raw["epoch"] == 0  # the 1st one
     assert left_in_tmpdir == []
 
 
@@ -204,7 +205,7 @@ def test_sigusr1_mid_epoch_saves_a_checkpoint_and_marks_the_run_terminated(train
         train(cfg)
 
     assert exited.value.code == 128 + signal.SIGUSR1
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 1
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt").raw["global_step"] == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "terminated" and metrics["signal"] == "SIGUSR1"
     assert metrics["pid"] == os.getpid() and metrics["start_time"]
@@ -235,8 +236,8 @@ def test_sigterm_exits_143_and_the_same_command_line_resumes_to_the_uninterrupte
     assert second.returncode == 0, second.stderr[-2000:]
     resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["status"] == "finished" and resumed["global_step"] == full["global_step"] == 4
-    full_weights = load_checkpoint(full["last_model_path"])["state_dict"]
-    resumed_weights = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    full_weights = read_checkpoint(full["last_model_path"]).state_dict
+    resumed_weights = read_checkpoint(run / "checkpoints" / "last.ckpt").state_dict
     for name, tensor in full_weights.items():
         assert torch.equal(resumed_weights[name], tensor), name
 

@@ -11,7 +11,7 @@ from conftest import TINY_CONVNET
 from omegaconf import OmegaConf
 
 from cifar_lab.build import build_module
-from cifar_lab.checkpoint import load_checkpoint
+from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.speed import configure_torch, cudnn_benchmark, split_model_config, usable_cores
 from cifar_lab.train import train
 
@@ -46,7 +46,7 @@ def assert_compiled_run_loads_into_a_plain_model(train_cfg, compile_option: str)
     cfg = train_cfg(*TINY_CONVNET, f"model.compile={compile_option}")
     assert build_module(cfg).net._compiled_call_impl is not None  # nn.Module.compile() took
 
-    state = load_checkpoint(train(cfg)["last_model_path"])["state_dict"]
+    state = read_checkpoint(train(cfg)["last_model_path"]).state_dict
 
     assert not [key for key in state if "_orig_mod" in key]
     net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}

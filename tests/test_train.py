@@ -11,9 +11,9 @@ import torch
 from conftest import TINY_CONVNET, compose_train, run_module, tiny_data
 from omegaconf import OmegaConf
 
-from cifar_lab.build import resume_config
-from cifar_lab.checkpoint import load_checkpoint
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import CheckpointPayload, RunCheckpoint, read_checkpoint
+from cifar_lab.runs.rebuild import given_by_overrides, rebuild_config
 from cifar_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_checkpoint_carries_config_and_rng(train_cfg) -> None:
     cfg = train_cfg(*TINY_CONVNET)
     train(cfg)
 
-    checkpoint = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    checkpoint = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").raw
 
     meta = checkpoint["cifar_lab"]
     assert meta["config"]["model"]["widths"] == [8, 8, 16, 16, 16]
@@ -156,12 +156,12 @@ def test_resume_continues_exactly_where_training_stopped(
     # best.ckpt in the new folder is the best of all epochs, also those before the resume
     assert Path(resumed["best_model_path"]).parent == tmp_path / "resumed" / "checkpoints"
     assert resumed["best_model_score"] == full["best_model_score"] == full["val/acc_best"]
-    best_full = load_checkpoint(full["best_model_path"])
+    best_full = read_checkpoint(full["best_model_path"]).raw
     assert best_full["epoch"] == 0  # before the resume: a restarted best would be a later one
-    assert load_checkpoint(resumed["best_model_path"])["epoch"] == best_full["epoch"]
+    assert read_checkpoint(resumed["best_model_path"]).raw["epoch"] == best_full["epoch"]
     assert resumed["test/acc"] == full["test/acc"]  # tested on that checkpoint
-    full_checkpoint = load_checkpoint(full["last_model_path"])
-    resumed_checkpoint = load_checkpoint(resumed["last_model_path"])
+    full_checkpoint = read_checkpoint(full["last_model_path"]).raw
+    resumed_checkpoint = read_checkpoint(resumed["last_model_path"]).raw
     # with EMA: state_dict is the average, current_model_state the training weights
     for part in ("state_dict", "current_model_state", "averaging_state"):
         assert (part in resumed_checkpoint) == (part in full_checkpoint), part
@@ -174,7 +174,9 @@ def test_resume_takes_the_stored_groups_and_the_command_line_keys_on_top(train_c
     given = ["model.widths=[8,8,16,16,32]", "model.drop_rate=0.3", "data.root=/elsewhere"]
     cfg = train_cfg(*given, "trainer.max_epochs=5")
 
-    resumed, notices = resume_config(cfg, stored, "checkpoint x.ckpt", given)
+    checkpoint = RunCheckpoint(Path("x.ckpt"), CheckpointPayload("0.1.0", 100, stored), raw={})
+
+    resumed, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, given))
 
     assert resumed.optim.optimizer.opt == "sgd" and resumed.model.head_hidden == 16  # stored
     assert resumed.model.widths == [8, 8, 16, 16, 32] and resumed.model.drop_rate == 0.3
@@ -190,11 +192,11 @@ def test_a_file_that_is_not_a_checkpoint_is_reported(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, other)
 
     with pytest.raises(CifarLabError, match="not a readable PyTorch checkpoint"):
-        load_checkpoint(junk)
+        read_checkpoint(junk)
     with pytest.raises(CifarLabError, match="not a cifar-lab checkpoint"):
-        load_checkpoint(other)
+        read_checkpoint(other)
     with pytest.raises(CifarLabError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.ckpt")
+        read_checkpoint(tmp_path / "missing.ckpt")
 
 
 def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path) -> None:
@@ -202,7 +204,7 @@ def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path) -
     torch.save({}, tmp_path / "run" / "checkpoints" / "best.ckpt")
 
     with pytest.raises(CifarLabError) as err:
-        load_checkpoint(tmp_path / "run")
+        read_checkpoint(tmp_path / "run")
 
     assert f"e.g. {tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}" in str(err.value)
 
@@ -327,9 +329,13 @@ def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
     )
     assert first.returncode == 0, first.stderr[-3000:]
 
-    # no experiment=smoke, no model or data keys: the checkpoint's config rebuilds the run
+    # no experiment=smoke, no model or data keys but where the data is (this machine's
+    # setting, never the checkpoint's): the checkpoint's config rebuilds the run
     resumed = run_cli(
         "ckpt_path=first/checkpoints/last.ckpt",
+        f"data.root={cifar10_root}",
+        "data.download=false",
+        "data.check_integrity=false",
         "trainer=cpu",
         *short,
         "trainer.limit_test_batches=2",
@@ -340,7 +346,7 @@ def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    stored = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["cifar_lab"]
+    stored = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt").raw["cifar_lab"]
     assert stored["config"]["model"]["widths"] == [16, 32, 32, 64, 64]  # the smoke ConvNet
     assert stored["config"]["data"]["name"] == "cifar10" and metrics["epochs_completed"] == 3
     best = Path(metrics["best_model_path"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cifar_lab.utils import peak_child_rss_mib, peak_rss_mib, reset_peak_rss
+from cifar_lab.memory import peak_child_rss_mib, peak_rss_mib, reset_peak_rss
 
 
 def synchronize(device: torch.device | str) -> None:

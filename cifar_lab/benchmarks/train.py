@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 from cifar_lab.benchmarks.timing import figures, synchronize
 from cifar_lab.build import build_datamodule, build_module, quiet_trainer, resolve_precision
 from cifar_lab.errors import CifarLabError
+from cifar_lab.memory import peak_rss_mib
 from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.speed import cudnn_benchmark, to_memory_format
-from cifar_lab.utils import peak_rss_mib
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 FULL_PRECISION = ("32-true", "32", 32)

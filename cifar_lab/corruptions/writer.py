@@ -32,7 +32,7 @@ from cifar_lab.corruptions import (
     describe,
 )
 from cifar_lab.errors import CifarLabError
-from cifar_lab.utils import atomic_write, write_json
+from cifar_lab.files import atomic_write, write_json
 
 LABELS, MANIFEST, GRID = "labels.npy", "manifest.json", "corruptions.png"
 

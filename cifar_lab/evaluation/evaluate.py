@@ -33,7 +33,7 @@ from cifar_lab.evaluation.tables import (
     write_severity_summary,
     write_severity_table,
 )
-from cifar_lab.utils import write_csv
+from cifar_lab.files import write_csv
 
 
 def evaluate_clean(

@@ -18,7 +18,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cifar_lab.data.ood import SEVERITIES
 from cifar_lab.errors import CifarLabError
-from cifar_lab.utils import write_csv
+from cifar_lab.files import write_csv
 
 SeverityTable = Mapping[str, Sequence[float]]  # corruption -> one value per severity 1..5
 SEVERITY_COLUMNS = [f"severity_{s}" for s in range(1, SEVERITIES + 1)]

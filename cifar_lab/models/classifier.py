@@ -13,16 +13,10 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_lab import __version__
-from cifar_lab.checkpoint import (
-    CHECKPOINT_KEY,
-    RNG_KEY,
-    CheckpointPayload,
-    collect_rng_states,
-    set_rng_states,
-)
 from cifar_lab.data.mixing import build_mixup, mixing_enabled
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import stamp_checkpoint
+from cifar_lab.runs.rng import RNG_KEY, set_rng_states
 from cifar_lab.speed import prepare_net, to_memory_format
 
 LOSSES = ("cross_entropy", "jsd")
@@ -196,13 +190,7 @@ class CIFARClassifier(L.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = CheckpointPayload(
-            version=__version__,
-            num_classes=self.num_classes,
-            config=self.run_config,
-            wandb_id=self.wandb_id,
-        ).to_dict()
-        checkpoint[RNG_KEY] = collect_rng_states()
+        stamp_checkpoint(checkpoint, self.num_classes, self.run_config, self.wandb_id)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RNG_KEY in checkpoint:

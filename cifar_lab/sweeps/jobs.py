@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-log = logging.getLogger("cifar_lab.sweeps")
+log = logging.getLogger(__name__)
 
 JOB_OVERRIDES = Path(".hydra") / "overrides.yaml"
 # `hydra.sweep.subdir` of a continued sweep: the job number plus the jobs already there

@@ -13,7 +13,6 @@ unfinished jobs show the best value their CSV log holds so far.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from cifar_lab.errors import CifarLabError
+from cifar_lab.files import write_csv
+from cifar_lab.runs.record import read_record, run_state
 from cifar_lab.sweeps.jobs import JOB_OVERRIDES, find_jobs
-from cifar_lab.utils import run_state, write_csv
 
 DEFAULT_METRIC = "val/acc_best"
 # killed: `running` in metrics.json but its process is gone (SIGKILL, out of memory);
@@ -54,14 +54,6 @@ def read_overrides(job_dir: Path) -> dict[str, Any]:
     lines = OmegaConf.to_container(OmegaConf.load(job_dir / JOB_OVERRIDES))
     parsed = OverridesParser.create().parse_overrides(list(lines or []))
     return {override.key_or_group: override.value() for override in parsed}
-
-
-def read_metrics(job_dir: Path) -> dict[str, Any] | None:
-    """metrics.json, or None while it is missing or half-written."""
-    try:
-        return json.loads((job_dir / "metrics.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def read_csv_log(job_dir: Path) -> list[dict[str, float]]:
@@ -92,7 +84,7 @@ def read_job(job_dir: Path, sweep_dir: Path, metric: str) -> Job:
     """A job's status and metric from metrics.json; without one (still running, or killed), the
     metric's latest value in the CSV log."""
     log = read_csv_log(job_dir)
-    metrics = read_metrics(job_dir) or {}
+    metrics = read_record(job_dir)
     epochs, values = curve(log, metric)
     status = run_state(metrics)
     notes = {

@@ -20,8 +20,6 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf, read_write
 
-from cifar_lab.cli import in_multirun
-
 # what Lightning's launcher sets in the launching process for the ranks it starts
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # how long the other ranks of a finished multirun job may take to exit before they are killed
@@ -45,12 +43,12 @@ def launches_ranks_from_argv(trainer: L.Trainer) -> bool:
     return isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher)
 
 
-def launch_ranks_for_this_job(trainer: L.Trainer) -> Callable[[], None]:
-    """Inside a multirun, make Lightning's rank launcher re-run this job alone (its overrides, in
-    run mode, writing into its folder); returns what to call when the job ends, so the next job
-    of the sweep starts its own ranks."""
-    if not (in_multirun() and launches_ranks_from_argv(trainer) and world_size(trainer) > 1):
-        return end_process_group
+def launch_ranks_for_this_job(trainer: L.Trainer, multirun: bool) -> Callable[[], None]:
+    """Inside a multirun (the entry point says whether it is one), make Lightning's rank
+    launcher re-run this job alone (its overrides, in run mode, writing into its folder);
+    returns what to call when the job ends, so the next job of the sweep starts its own ranks."""
+    if not (multirun and launches_ranks_from_argv(trainer) and world_size(trainer) > 1):
+        return lambda: end_process_group(multirun)
     hydra_cfg = HydraConfig.get()
     hydra_overrides = [
         override
@@ -66,7 +64,7 @@ def launch_ranks_for_this_job(trainer: L.Trainer) -> Callable[[], None]:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
     def end_job() -> None:
-        end_process_group()
+        end_process_group(multirun)
         # Lightning's observer thread kills this process (the whole sweep) when a rank it started
         # exits non-zero. The job is over: take its ranks off that list and end them here.
         ranks = list(launcher.procs)
@@ -89,8 +87,8 @@ def launch_ranks_for_this_job(trainer: L.Trainer) -> Callable[[], None]:
     return end_job
 
 
-def end_process_group() -> None:
+def end_process_group(multirun: bool) -> None:
     """Close this job's process group so the next job of a multirun can open its own (Lightning
     only closes it when the process exits)."""
-    if in_multirun() and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if multirun and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -4,8 +4,9 @@ current batch, save the training state, and tell the caller how to resume.
 Lightning 2.x already turns SIGTERM into a `SIGTERMException` at the next batch or epoch end,
 but that is a `SystemExit` with code 0 (a scheduler sees a success) and saves nothing. Here the
 signals are recorded by `PreemptionHandler`, training stops at the next train batch end (or
-where Lightning stops for SIGTERM), `on_exception` saves `last.ckpt`, and `train` marks the run
-`terminated` and exits with 128 + the signal number (143 for SIGTERM).
+where Lightning stops for SIGTERM) and `on_exception` saves `last.ckpt`; the run's record
+(`runs.record`) marks it `terminated` with the resume command its entry point gives, and it
+exits with 128 + the signal number (143 for SIGTERM).
 
 A signal at an epoch boundary (after the epoch's last.ckpt) resumes bit-exactly; one in the
 middle of an epoch saves that mid-epoch state, which Lightning resumes from a fresh data
@@ -14,38 +15,18 @@ iterator, so the rest of that epoch draws other batches than an uninterrupted ru
 
 from __future__ import annotations
 
-import shlex
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import OmegaConf
+
+from cifar_lab.runs.record import Stopped, stop_signal
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class Preempted(SystemExit):
-    """Training stopped on `signum`; its exit code is the shell's 128 + signum."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-def stop_signal(err: BaseException) -> int | None:
-    """The signal behind `err` (ours or Lightning's SIGTERM stop), None for any other error."""
-    if isinstance(err, Preempted):
-        return err.signum
-    if isinstance(err, SIGTERMException):
-        return signal.SIGTERM
-    return None
 
 
 class PreemptionHandler(Callback):
@@ -72,9 +53,9 @@ class PreemptionHandler(Callback):
         self._previous = {}
 
     def check(self) -> None:
-        """Raise `Preempted` if a signal came; for the gaps between trainer calls."""
+        """Raise `Stopped` if a signal came; for the gaps between trainer calls."""
         if self.signum is not None:
-            raise Preempted(self.signum)
+            raise Stopped(self.signum)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self.check()
@@ -85,15 +66,3 @@ class PreemptionHandler(Callback):
         if stop_signal(exception) is None or trainer.state.fn != TrainerFn.FITTING:
             return
         trainer.save_checkpoint(self.checkpoint_path)  # atomic (AtomicCheckpointIO)
-
-
-def resume_command(run_dir: Path, argv_overrides: Sequence[str] | None = None) -> str:
-    """The command line that continues this run in its folder: its overrides, ckpt_path=auto and
-    the folder (`hydra.run.dir`), so `auto` finds the last.ckpt the stop saved."""
-    if argv_overrides is None:
-        argv_overrides = []
-        if HydraConfig.initialized():
-            argv_overrides = OmegaConf.to_container(HydraConfig.get().overrides.task)
-    kept = [o for o in argv_overrides if not o.split("=")[0].lstrip("+~").startswith("ckpt_path")]
-    words = ["python", "-m", "cifar_lab.train", *kept, "ckpt_path=auto", f"hydra.run.dir={run_dir}"]
-    return shlex.join(words)

@@ -4,7 +4,7 @@ Lightning's `TorchCheckpointIO` saves through an fsspec transaction that stages 
 temp folder; when that is another filesystem than the run folder (a RAM-disk `/tmp`), the final
 move becomes a copy that first truncates `last.ckpt`, so a kill during the copy leaves an empty
 checkpoint and the staged file stranded in `/tmp`. Here the file is written beside its target,
-fsynced and `os.replace`d (`cifar_lab.utils.atomic_write`): a kill at any moment leaves the old
+fsynced and `os.replace`d (`cifar_lab.files.atomic_write`): a kill at any moment leaves the old
 checkpoint or the new one, and no temp file outside the run folder.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from cifar_lab.utils import atomic_write
+from cifar_lab.files import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

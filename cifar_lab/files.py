@@ -1,0 +1,74 @@
+"""Result files written atomically (JSON, CSV, any stream), for every layer.
+
+Results are written to a temporary file in the destination folder, flushed to disk and then
+renamed over the target (`os.replace` is atomic within one filesystem), so a kill at any moment
+leaves either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; on success it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; results are shared files
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def current_umask() -> int:
+    """The process's file-mode mask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def to_number(value: Any) -> Any:
+    """Tensor metric values as plain floats; NaN and infinities as None (JSON has no NaN)."""
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [to_number(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """`payload` as indented JSON, atomically; NaN is written as null."""
+    text = json.dumps({k: to_number(v) for k, v in payload.items()}, indent=2, allow_nan=False)
+    with atomic_write(path) as f:
+        f.write(text + "\n")
+    return Path(path)
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A CSV with a header row and `\\n` line ends, atomically; None cells are written empty."""
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+    return Path(path)
