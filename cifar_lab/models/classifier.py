@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lab.data.mixing import build_mixup, mixing_enabled
 from cifar_lab.errors import CifarLabError
+from cifar_lab.models.schedule import resize_schedule, schedule_size
 from cifar_lab.runs.checkpoint import stamp_checkpoint
 from cifar_lab.runs.rng import RNG_KEY, set_rng_states
 from cifar_lab.speed import prepare_net, to_memory_format
@@ -90,6 +91,7 @@ class CIFARClassifier(L.LightningModule):
         self.run_config = dict(run_config or {})
         self.tta = tta  # no parameters: checkpoints are the same with or without it
         self.wandb_id: str | None = None
+        self.schedule_size: dict[str, int] = {}  # the schedule this trainer's epochs ask for
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
@@ -102,9 +104,7 @@ class CIFARClassifier(L.LightningModule):
 
     # --- steps --------------------------------------------------------------------------
     def on_train_start(self) -> None:
-        # The sanity-check validation of an untrained model must not count as the best.
-        if self.trainer.ckpt_path is None:
-            self.val_acc_best.reset()
+        resize_schedule(self.trainer, self.schedule_size)
 
     def training_loss(
         self, images: torch.Tensor, labels: torch.Tensor
@@ -155,6 +155,10 @@ class CIFARClassifier(L.LightningModule):
         self._eval_step(batch, self.val_loss, self.val_metrics, "val")
 
     def on_validation_epoch_end(self) -> None:
+        # The sanity check scores a few batches of the starting (or resumed) weights: it is no
+        # epoch, and a partial score must never count as the best.
+        if self.trainer.sanity_checking:
+            return
         self.val_acc_best(self.val_metrics["acc"].compute())
         # Already the same on every rank (torchmetrics syncs compute()); sync_dist says so to DDP.
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
@@ -179,6 +183,7 @@ class CIFARClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(
             optimizer, total_steps=total_steps, steps_per_epoch=max(total_steps // epochs, 1)
         )
+        self.schedule_size = schedule_size(scheduler)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -2,12 +2,24 @@
 
 timm's `CosineLRScheduler` does the arithmetic; this wrapper only converts the config's epochs
 into optimizer steps, which Lightning knows once the dataloaders exist.
+
+A resumed run restores the schedule's state from the checkpoint, and with it the length the
+first run was given: raising `trainer.max_epochs` on resume would train the extra epochs at the
+minimum lr. As timm's `train.py` does for a new `--epochs`, the schedule is sized for this run's
+epochs instead (`resize_schedule`), with a notice.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import lightning as L
 from timm.scheduler import CosineLRScheduler
 from torch.optim import Optimizer
+
+log = logging.getLogger(__name__)
+SIZE_KEYS = ("t_initial", "warmup_t")
 
 
 def warmup_cosine(
@@ -31,3 +43,34 @@ def warmup_cosine(
         warmup_prefix=True,
         t_in_epochs=False,
     )
+
+
+def schedule_size(scheduler: Any) -> dict[str, int]:
+    """The length fields of a timm scheduler (empty for other schedulers)."""
+    return {
+        k: getattr(scheduler, k) for k in SIZE_KEYS if isinstance(getattr(scheduler, k, None), int)
+    }
+
+
+def resize_schedule(trainer: L.Trainer, size: dict[str, int]) -> None:
+    """Give the (restored) schedule the length `size` that this run's epochs ask for."""
+    for config in trainer.lr_scheduler_configs:
+        restored = schedule_size(config.scheduler)
+        if not size or restored == size:
+            continue
+        scheduler = config.scheduler
+        for key, value in size.items():
+            setattr(scheduler, key, value)
+        if scheduler.warmup_t:  # timm precomputes the warm-up's lr increments
+            scheduler.warmup_steps = [
+                (base - scheduler.warmup_lr_init) / scheduler.warmup_t
+                for base in scheduler.base_values
+            ]
+        log.warning(
+            "the resumed LR schedule was sized for %s steps; trainer.max_epochs=%s sizes it for "
+            "%s (warm-up %s), so the lr follows the cosine of this run's length from here on",
+            restored.get("t_initial", 0) + restored.get("warmup_t", 0),
+            trainer.max_epochs,
+            size.get("t_initial", 0) + size.get("warmup_t", 0),
+            size.get("warmup_t", 0),
+        )
