@@ -11,10 +11,11 @@ import pytest
 from conftest import compose_train
 from omegaconf import OmegaConf
 
+from cifar_lab.data.augment_steps import AUGMENT_STEPS
 from cifar_lab.data.ood import CorruptionSet, ImageSet
 from cifar_lab.evaluation.calibration import expected_calibration_error, reliability_bins
 from cifar_lab.evaluation.evaluate import evaluate_corruptions, summary_groups
-from cifar_lab.evaluation.overlap import SEEN_BY, seen_corruptions
+from cifar_lab.evaluation.overlap import seen_corruptions
 from cifar_lab.evaluation.scoring import Scores
 
 BENCHMARK = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur"]
@@ -63,9 +64,9 @@ def test_a_step_switched_off_sees_nothing() -> None:
 
 
 def test_every_mapped_corruption_is_a_real_one() -> None:
-    for step, (corruptions, reason) in SEEN_BY.items():
-        assert set(corruptions) <= set(BENCHMARK + EXTRA), step
-        assert reason, step
+    for step in AUGMENT_STEPS:
+        assert set(step.covers) <= set(BENCHMARK + EXTRA), step.name
+        assert step.why, step.name
 
 
 def test_ece_equals_the_hand_computed_value() -> None:

@@ -16,8 +16,9 @@ from torchvision.transforms import v2
 
 from cifar_lab.build import build_datamodule, build_module
 from cifar_lab.data import CIFARDataModule
+from cifar_lab.data.albumentations_steps import TorchvisionPolicy
 from cifar_lab.data.batched_augment import build_batched_train
-from cifar_lab.data.transforms import TorchvisionPolicy, build_train_transform, build_transforms
+from cifar_lab.data.transforms import build_train_transform, build_transforms
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import net_weights, read_checkpoint
 from cifar_lab.train import train

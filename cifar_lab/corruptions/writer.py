@@ -24,17 +24,12 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from cifar_lab.corruptions import (
-    CORRUPTIONS,
-    SEVERITIES,
-    Corruption,
-    corruption_rng,
-    describe,
-)
+from cifar_lab.corruptions import CORRUPTIONS, Corruption, corruption_rng, describe
+from cifar_lab.data.cifar_c import CIFAR_C
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import atomic_write, write_json
 
-LABELS, MANIFEST, GRID = "labels.npy", "manifest.json", "corruptions.png"
+LABELS, MANIFEST, GRID = CIFAR_C.labels_file, "manifest.json", "corruptions.png"
 
 
 def balanced_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -77,17 +72,16 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Everything the bytes depend on; two runs with equal manifests write equal files."""
     manifest = {
-        "layout": "{corruption}.npy uint8 (5*n, 32, 32, 3), images [(s-1)*n, s*n) at severity "
-        "s; labels.npy int64 (5*n,), the n test labels repeated per severity",
+        "layout": CIFAR_C.description(),
         "dataset": cfg.data.name,
         "root": str(Path(cfg.data.root).expanduser().resolve()),
         "split": "test",
         "test_images": test_size,
         "n": n,
-        "images_per_file": len(SEVERITIES) * n,
+        "images_per_file": CIFAR_C.images_per_file(n),
         "seed": cfg.corrupt.seed,
         "batch_size": cfg.corrupt.batch_size,
-        "severities": list(SEVERITIES),
+        "severities": list(CIFAR_C.severities),
         "corruptions": {c.name: describe(c) for c in corruptions},
         "versions": versions(),
     }
@@ -96,13 +90,14 @@ def build_manifest(
 
 def our_files(out: Path) -> list[Path]:
     """Files of a set in `out` that this tool writes (other files there are left alone)."""
-    names = [f"{c}.npy" for c in CORRUPTIONS] + [LABELS, MANIFEST, GRID]
+    names = [CIFAR_C.file_name(c) for c in CORRUPTIONS] + [LABELS, MANIFEST, GRID]
     return [out / name for name in names if (out / name).is_file()]
 
 
 def missing_files(out: Path, manifest: dict[str, Any]) -> list[str]:
     """The corruption files of `manifest` not yet in `out` (each appears only when complete)."""
-    return [name for name in manifest["corruptions"] if not (out / f"{name}.npy").is_file()]
+    corruptions = manifest["corruptions"]
+    return [name for name in corruptions if not (out / CIFAR_C.file_name(name)).is_file()]
 
 
 def prepare_out(out: Path, manifest: dict[str, Any], overwrite: bool) -> list[str] | None:
@@ -146,11 +141,11 @@ def write_corruption(
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         blocks = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(SEVERITIES) * n, *images.shape[1:])
+            tmp, mode="w+", dtype=np.uint8, shape=(CIFAR_C.images_per_file(n), *images.shape[1:])
         )
-        for severity in SEVERITIES:
+        for severity in CIFAR_C.severities:
             rng = corruption_rng(seed, corruption.name, severity)
-            offset = (severity - 1) * n
+            offset = CIFAR_C.block(severity, n).start
             for start in range(0, n, batch_size):
                 chunk = images[start : start + batch_size]
                 blocks[offset + start : offset + start + len(chunk)] = corruption(
@@ -184,9 +179,9 @@ def draw_grid(
 ) -> Path:
     """The paper's figure: the images at positions `rows` of the set, clean and then under every
     corruption at `severity`, read back from the written files."""
-    block = (severity - 1) * n + rows
+    block = CIFAR_C.block(severity, n).start + rows
     columns = [("clean", clean)] + [
-        (name, np.load(out / f"{name}.npy", mmap_mode="r")[block]) for name in names
+        (name, np.load(out / CIFAR_C.file_name(name), mmap_mode="r")[block]) for name in names
     ]
     fig = Figure(figsize=(0.8 * len(columns), 0.9 * len(rows) + 0.6))
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
@@ -219,12 +214,12 @@ def write_files(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / MANIFEST, {**manifest, "complete": False})
     with atomic_write(out / LABELS, "wb") as f:
-        np.save(f, np.tile(labels.astype(np.int64), len(SEVERITIES)))
+        np.save(f, np.tile(labels.astype(np.int64), len(CIFAR_C.severities)))
     remaining = [c for c in corruptions if c.name in todo]
     for corruption in tqdm(remaining, desc="corruptions", unit="file"):
-        path = out / f"{corruption.name}.npy"
+        path = out / CIFAR_C.file_name(corruption.name)
         write_corruption(path, corruption, images, settings.seed, settings.batch_size)
     kept = len(corruptions) - len(remaining)
     kept_note = f" ({kept} kept from an interrupted run)" if kept else ""
-    blocks = f"{len(SEVERITIES)} x {len(images)} images"
+    blocks = f"{len(CIFAR_C.severities)} x {len(images)} images"
     return [f"{len(remaining)} corruption files of {blocks}{kept_note}", LABELS]

@@ -30,12 +30,10 @@ except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
     from numpy.core import numeric as _numeric
 
+from cifar_lab.data.cifar_c import IMAGE_SHAPE, NATIVE_SIZE
 from cifar_lab.errors import CifarLabError
 
 DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
-# CIFAR images (and every CIFAR-C / leaderboard image) are 32 x 32 RGB.
-NATIVE_SIZE = 32
-IMAGE_SHAPE = (NATIVE_SIZE, NATIVE_SIZE, 3)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:

@@ -1,9 +1,8 @@
 """Corrupted-image sets on disk: the course leaderboard files and CIFAR-10/100-C.
 
-Both layouts hold one uint8 array (5 * n, 32, 32, 3) per corruption, severity-major: images
-[(s - 1) * n, s * n) are severity s (Hendrycks & Dietterich, 2019, "Benchmarking Neural Network
-Robustness to Common Corruptions and Perturbations"). CIFAR-C adds `labels.npy` (the test labels
-repeated per severity); the leaderboard set has no labels, it is scored by submission.
+Both hold one uint8 array (5 * n, 32, 32, 3) per corruption in severity-major blocks, the layout
+`cifar_lab.data.cifar_c.CIFAR_C` describes. CIFAR-C adds `labels.npy` (the test labels repeated
+per severity); the leaderboard set has no labels, it is scored by submission.
 
 Files are memory-mapped (`np.load(mmap_mode="r")`), so only the pages being scored are read.
 The datamodule serves each file as an `ImageSet` whose batches never cross a severity block.
@@ -19,10 +18,9 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets.utils import download_url
 
-from cifar_lab.data.datasets import IMAGE_SHAPE, fetch_archive
+from cifar_lab.data.cifar_c import CIFAR_C
+from cifar_lab.data.datasets import fetch_archive
 from cifar_lab.errors import CifarLabError
-
-SEVERITIES = 5
 
 
 @dataclass(frozen=True)
@@ -64,8 +62,7 @@ class OODFile:
         return np.load(self.path, mmap_mode="r")
 
     def severity_slices(self) -> list[slice]:
-        n = self.per_severity
-        return [slice(s * n, (s + 1) * n) for s in range(SEVERITIES)]
+        return list(CIFAR_C.blocks(self.per_severity))
 
     def image_set(self, labels: np.ndarray | None = None) -> ImageSet:
         return ImageSet(self.name, self.path, tuple(self.severity_slices()), labels)
@@ -97,18 +94,19 @@ def load_untrusted_npy(
 def check_images(path: Path) -> OODFile:
     """Validate the header of an image file (shape, dtype, length) without reading the pixels."""
     images = load_untrusted_npy(path, "OOD file", "", "delete it and download it again", "r")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+    severities = len(CIFAR_C.severities)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != CIFAR_C.image_shape:
         raise CifarLabError(
             f"OOD file {path.name} has shape {images.shape} {images.dtype} but "
-            f"(5*n, {', '.join(map(str, IMAGE_SHAPE))}) uint8 was expected: re-download it or "
+            f"{CIFAR_C.array_shape(f'{severities}*n')} uint8 was expected: re-download it or "
             f"point ood.root at the folder that holds it"
         )
-    if len(images) == 0 or len(images) % SEVERITIES:
+    if len(images) == 0 or len(images) % severities:
         raise CifarLabError(
             f"OOD file {path.name} holds {len(images)} images, not a positive multiple of "
-            f"{SEVERITIES} (one block per severity): the file is truncated, re-download it"
+            f"{severities} (one block per severity): the file is truncated, re-download it"
         )
-    return OODFile(path.stem, path, len(images) // SEVERITIES)
+    return OODFile(path.stem, path, len(images) // severities)
 
 
 def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
@@ -173,22 +171,25 @@ class LeaderboardSet:
 
     def files(self) -> list[OODFile]:
         """Every listed file, downloaded first if allowed; a submission needs all of them."""
-        missing = [n for n in self.names if not (self.root / f"{n}.npy").is_file()]
+        missing = [n for n in self.names if not (self.root / CIFAR_C.file_name(n)).is_file()]
         if missing and self.download:
             if not self.url:
                 raise CifarLabError(
                     f"ood.download=true but ood.url is not set; set ood.url to the folder URL "
-                    f"of the course's ood-test files, or copy {missing[0]}.npy ... into {self.root}"
+                    f"of the course's ood-test files, or copy {CIFAR_C.file_name(missing[0])} ... "
+                    f"into {self.root}"
                 )
             for stem in missing:
-                fetch(f"{self.url.rstrip('/')}/{stem}.npy", self.root, f"{stem}.npy")
+                file_name = CIFAR_C.file_name(stem)
+                fetch(f"{self.url.rstrip('/')}/{file_name}", self.root, file_name)
         elif missing:
             raise CifarLabError(
-                f"leaderboard file {missing[0]}.npy not found in {self.root} ({len(missing)} of "
-                f"{len(self.names)} missing); set ood.download=true to fetch them from "
-                f"{self.url or 'ood.url'}, or point ood.root at the folder that holds them"
+                f"leaderboard file {CIFAR_C.file_name(missing[0])} not found in {self.root} "
+                f"({len(missing)} of {len(self.names)} missing); set ood.download=true to fetch "
+                f"them from {self.url or 'ood.url'}, or point ood.root at the folder that holds "
+                f"them"
             )
-        return [check_images(self.root / f"{n}.npy") for n in self.names]
+        return [check_images(self.root / CIFAR_C.file_name(n)) for n in self.names]
 
     def image_sets(self) -> list[ImageSet]:
         """One unlabelled set per distortion file, in file order."""
@@ -198,7 +199,8 @@ class LeaderboardSet:
 class CorruptionSet:
     """CIFAR-10-C / CIFAR-100-C: `{corruption}.npy` (50000, 32, 32, 3) + `labels.npy`.
 
-    `benchmark` are the 15 corruptions papers average over, `extra` the paper's 4 others.
+    `benchmark` are the corruptions a benchmark mean is over, `extra` the others read; null
+    (None) means the layout's lists, the 15 papers average over and the paper's 4 others.
     Reads whichever of them are present; with `download` and any of them missing,
     fetches the archive (Zenodo) and unpacks it so the files sit directly in `root`.
     """
@@ -206,8 +208,9 @@ class CorruptionSet:
     def __init__(
         self,
         root: str,
-        benchmark: Sequence[str],
-        extra: Sequence[str],
+        benchmark: Sequence[str] | None = None,
+        extra: Sequence[str] | None = None,
+        *,
         num_classes: int,
         url: str | None = None,
         md5: str | None = None,
@@ -217,14 +220,15 @@ class CorruptionSet:
         name: str = "cifar100c",
     ):
         self.root, self.name, self.num_classes = Path(root).expanduser(), name, num_classes
-        self.benchmark = list(benchmark)
+        self.benchmark = list(CIFAR_C.benchmark if benchmark is None else benchmark)
+        extra = CIFAR_C.extra if extra is None else extra
         self.corruptions = self.benchmark + [c for c in extra if c not in self.benchmark]
         self.url, self.md5, self.archive_folder = url, md5, archive_folder
         self.download = download
         self.reference_csv = Path(reference_csv).expanduser() if reference_csv else None
 
     def _present(self) -> list[str]:
-        return [c for c in self.corruptions if (self.root / f"{c}.npy").is_file()]
+        return [c for c in self.corruptions if (self.root / CIFAR_C.file_name(c)).is_file()]
 
     def _fetch_archive(self) -> None:
         if not self.url:
@@ -236,7 +240,7 @@ class CorruptionSet:
             self.url,
             self.root,
             f"check the network, or download and unpack it by hand so {self.root} holds "
-            f"labels.npy and the corruption .npy files",
+            f"{CIFAR_C.labels_file} and the corruption .npy files",
             md5=self.md5,
             remove_finished=True,
         )
@@ -257,11 +261,12 @@ class CorruptionSet:
         if not present:
             raise CifarLabError(
                 f"no {self.name} corruption files in {self.root} (expected e.g. "
-                f"{self.corruptions[0]}.npy and labels.npy); set ood.download=true to fetch "
-                f"{self.url}, or point ood.root at the folder that holds them"
+                f"{CIFAR_C.file_name(self.corruptions[0])} and {CIFAR_C.labels_file}); set "
+                f"ood.download=true to fetch {self.url}, or point ood.root at the folder that "
+                f"holds them"
             )
-        files = [check_images(self.root / f"{c}.npy") for c in present]
-        sizes = {f.name: SEVERITIES * f.per_severity for f in files}
+        files = [check_images(self.root / CIFAR_C.file_name(c)) for c in present]
+        sizes = {f.name: CIFAR_C.images_per_file(f.per_severity) for f in files}
         if len(set(sizes.values())) > 1:
             raise CifarLabError(
                 f"{self.name} files in {self.root} hold different numbers of images {sizes}; "
@@ -271,10 +276,11 @@ class CorruptionSet:
 
     @property
     def labels_path(self) -> Path:
-        return self.root / "labels.npy"
+        return self.root / CIFAR_C.labels_file
 
     def labels(self, files: Sequence[OODFile]) -> np.ndarray:
-        return check_labels(self.labels_path, self.num_classes, SEVERITIES * files[0].per_severity)
+        expected = CIFAR_C.images_per_file(files[0].per_severity)
+        return check_labels(self.labels_path, self.num_classes, expected)
 
     def image_sets(self) -> list[ImageSet]:
         """One labelled set per corruption file present; files and labels are checked first."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from cifar_lab.data.ood import SEVERITIES
+from cifar_lab.data.cifar_c import CIFAR_C
 from cifar_lab.evaluation.calibration import ReliabilityBins
 
 
@@ -51,16 +51,17 @@ def plot_severity_bars(
     """One group of bars per corruption, one bar per severity; the clean value as a line;
     corruptions seen in training marked with `*` and a hatched background."""
     names = list(table)
-    width = 0.8 / SEVERITIES
+    severities = CIFAR_C.severities
+    width = 0.8 / len(severities)
     x = np.arange(len(names))
     fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4.5))
     ax = fig.add_subplot()
-    for s in range(SEVERITIES):
+    for i, severity in enumerate(severities):
         ax.bar(
-            x + (s - (SEVERITIES - 1) / 2) * width,
-            [table[n][s] for n in names],
+            x + (i - (len(severities) - 1) / 2) * width,
+            [table[n][i] for n in names],
             width,
-            label=f"severity {s + 1}",
+            label=f"severity {severity}",
         )
     if clean is not None:
         ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean")
@@ -89,7 +90,7 @@ def plot_severity_curves(
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     for name, values in curves.items():
-        xs, ys = list(range(1, SEVERITIES + 1)), list(values)
+        xs, ys = list(CIFAR_C.severities), list(values)
         if clean is not None:
             xs, ys = [0, *xs], [clean, *ys]
         ax.plot(xs, ys, marker="o", label=name)
@@ -99,7 +100,7 @@ def plot_severity_curves(
         ylim=(0, 1),
         title=title,
     )
-    ax.set_xticks(range(0 if clean is not None else 1, SEVERITIES + 1))
+    ax.set_xticks(([0] if clean is not None else []) + list(CIFAR_C.severities))
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return save(fig, path)

@@ -1,6 +1,6 @@
 """The tables `predict` writes: per-class and per-corruption CSVs, metrics by name, submission rows.
 
-(Sweep tables are `cifar_lab.sweeps.ranking`'s job.)
+(Sweep tables are `cifar_lab.sweeps.sweep_report`'s job.)
 
 Accuracies are fractions (0-1), like Lightning's `test/acc`. mCE follows Hendrycks & Dietterich
 (2019): CE_c = sum_s E_{s,c} / sum_s E^ref_{s,c}, averaged over the benchmark corruptions.
@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from cifar_lab.data.ood import SEVERITIES
+from cifar_lab.data.cifar_c import CIFAR_C
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_csv
 
 SeverityTable = Mapping[str, Sequence[float]]  # corruption -> one value per severity 1..5
-SEVERITY_COLUMNS = [f"severity_{s}" for s in range(1, SEVERITIES + 1)]
+SEVERITY_COLUMNS = [f"severity_{s}" for s in CIFAR_C.severities]
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -60,7 +60,7 @@ def severity_metrics(
     and per summary group `{prefix}/mean_{group}/{s}` and `{prefix}/mean_{group}`."""
     metrics: dict[str, float] = {}
     for name, values in list(table.items()) + [(f"mean_{g}", v) for g, v in summary.items()]:
-        for severity, value in enumerate(values, start=1):
+        for severity, value in zip(CIFAR_C.severities, values, strict=True):
             metrics[f"{prefix}/{name}/{severity}"] = float(value)
         mean = float(np.mean(values))
         metrics[f"{prefix}/{name}" if name.startswith("mean_") else f"{prefix}/{name}/mean"] = mean
@@ -94,8 +94,8 @@ def write_severity_summary(
     """One row per severity (plus `mean`), one column per group, and the clean value."""
     groups = list(summary)
     rows = [
-        (s, *(summary[g][s - 1] for g in groups), "" if clean is None else clean)
-        for s in range(1, SEVERITIES + 1)
+        (s, *(summary[g][i] for g in groups), "" if clean is None else clean)
+        for i, s in enumerate(CIFAR_C.severities)
     ]
     rows.append(
         ("mean", *(float(np.mean(summary[g])) for g in groups), "" if clean is None else clean)
@@ -162,7 +162,7 @@ def corruption_errors(
 
 def submission_rows(name: str, predictions: np.ndarray) -> Iterable[tuple[str, int]]:
     """(`{name}_{severity}_{index}`, label) in severity, index order; severities count from 1."""
-    per_severity = len(predictions) // SEVERITIES
+    per_severity = len(predictions) // len(CIFAR_C.severities)
     for position, label in enumerate(predictions.tolist()):
-        severity, index = divmod(position, per_severity)
-        yield f"{name}_{severity + 1}_{index}", label
+        severity, index = CIFAR_C.locate(position, per_severity)
+        yield f"{name}_{severity}_{index}", label
