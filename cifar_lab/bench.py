@@ -38,7 +38,7 @@ from cifar_lab.files import write_json
 from cifar_lab.runs.record import RunRecord
 from cifar_lab.speed import configure_torch, usable_cores
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 
 SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "data": bench_data,

@@ -42,7 +42,7 @@ from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_json
 from cifar_lab.runs.record import RunRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 STOPS = (signal.SIGTERM,)  # end as `terminated`; the set's finished files stay, resumable
 
 

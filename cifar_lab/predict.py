@@ -44,7 +44,7 @@ from cifar_lab.runs.checkpoint import RunCheckpoint, read_checkpoint
 from cifar_lab.runs.rebuild import given_by_settings, rebuild_config
 from cifar_lab.runs.record import RunRecord, refuse_to_overwrite
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 
 OVERRIDABLE = ("data", "model", "augment")
 

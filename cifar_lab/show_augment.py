@@ -31,7 +31,7 @@ from cifar_lab.errors import CifarLabError
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 
 
 def to_display(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -52,7 +52,7 @@ from cifar_lab.training.distributed import (
 from cifar_lab.training.loggers import build_loggers, finish_wandb, wandb_run_id
 from cifar_lab.training.preemption import PreemptionHandler
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 
 
 def run_metrics(trainer: L.Trainer) -> dict[str, Any]:

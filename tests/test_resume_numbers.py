@@ -3,6 +3,7 @@ best, and more epochs on resume get a schedule of their length (issue: true numb
 
 from __future__ import annotations
 
+import csv
 import pickle
 from pathlib import Path
 
@@ -75,3 +76,17 @@ def test_more_epochs_on_resume_follow_a_schedule_of_their_length(train_cfg, tmp_
     assert (
         resumed["train/lr"] == pytest.approx(full["train/lr"]) and resumed["train/lr"] > 3 * min_lr
     )
+
+
+def test_resuming_in_place_keeps_the_csv_history(train_cfg, tmp_path: Path) -> None:
+    csv_log = tmp_path / "run" / "csv" / "metrics.csv"
+    with_csv = [*TINY_CONVNET, "test=false"]  # train_cfg's logger is csv
+    train(train_cfg(*with_csv))
+    before = list(csv.DictReader(csv_log.open()))
+
+    train(train_cfg(*with_csv, "ckpt_path=auto", "trainer.max_epochs=2"))
+
+    after = list(csv.DictReader(csv_log.open()))
+    assert len(after) > len(before) > 0
+    assert [{key: row[key] for key in before[0]} for row in after[: len(before)]] == before
+    assert {row["epoch"] for row in after if row.get("val/acc")} == {"0", "1"}

@@ -1,12 +1,43 @@
-"""Experiment loggers from the `logger` config: wandb (offline by default) beside a CSV log."""
+"""Experiment loggers from the `logger` config: wandb (offline by default) beside a CSV log.
+
+Lightning's CSV writer deletes an existing `metrics.csv` when it starts, so a run resumed in its
+own folder (`ckpt_path=auto`) would lose every row before the resume; `AppendingCSVLogger`
+continues the file instead, keeping its header's columns.
+"""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, appending to an existing metrics.csv instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            header = next(csv.reader(file), [])
+        self.metrics_keys = sorted(set(header))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """A `CSVLogger` whose history survives a resume into the same folder."""
+
+    @property
+    @rank_zero_experiment  # as Lightning's: other DDP ranks get a stand-in
+    def experiment(self) -> AppendingExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_loggers(
