@@ -117,7 +117,8 @@ def test_files_that_fail_the_md5_are_never_downloaded_again(tmp_path: Path, monk
 def test_the_other_cifar_under_the_root_is_named(tmp_path: Path) -> None:
     write_cifar(tmp_path, "cifar10", n_train=10, n_test=10)
 
-    with pytest.raises(CifarLabError, match="holds cifar-10-batches-py: add data=cifar10"):
+    hint = r"holds cifar-10-batches-py \(cifar10\): to train on it add data=cifar10"
+    with pytest.raises(CifarLabError, match=hint):
         load_cifar("cifar100", tmp_path, train=True, download=False)
 
 

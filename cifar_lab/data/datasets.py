@@ -115,16 +115,26 @@ def dataset_class(name: str, check_integrity: bool = True) -> type[CIFAR10]:
     )
 
 
+def outer_root(name: str, root: str | Path) -> Path:
+    """`data.root` as given, or its parent when it names the dataset's own folder (a user who
+    points at `.../cifar-10-batches-py` means the folder that holds it)."""
+    root = Path(root)
+    return root.parent if root.name == dataset_class(name).base_folder else root
+
+
 def dataset_dir(name: str, root: str | Path) -> Path:
     """The folder torchvision reads, e.g. `<root>/cifar-100-python`."""
-    return Path(root) / dataset_class(name).base_folder
+    return outer_root(name, root) / dataset_class(name).base_folder
 
 
 def other_cifar_hint(name: str, root: str | Path) -> str:
-    """A hint when `root` holds the other CIFAR's folder (cifar-10 for cifar100 or back)."""
+    """A hint when `root` holds the other CIFAR's folder (cifar-10 for cifar100 or back): right
+    for training (choose that dataset) and for scoring (point data.root elsewhere)."""
     others = [other for other in DATASETS if other != name and dataset_dir(other, root).is_dir()]
     return "".join(
-        f"; {root} holds {dataset_dir(other, root).name}: add data={other} to use it"
+        f"; {root} holds {dataset_dir(other, root).name} ({other}): to train on it add "
+        f"data={other}; to score a {name} checkpoint point data.root at a folder holding "
+        f"{dataset_dir(name, root).name}"
         for other in others
     )
 
@@ -198,6 +208,7 @@ def load_cifar(
 ) -> ImageArrays:
     """Read one split into memory (CIFAR is 180 MB as uint8), downloading it first if asked."""
     cls = dataset_class(name, check_integrity)
+    root = outer_root(name, root)
     folder = dataset_dir(name, root)
     split = "train" if train else "test"
     files = [f for f, _ in cls.train_list + cls.test_list]

@@ -1,0 +1,50 @@
+"""Where the data is: the folders a user may name as data.root, and what an error about them
+tells each entry point to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cifar_files import write_cifar
+from conftest import CONF_DIR, TINY_CONVNET
+from hydra import compose, initialize_config_dir
+
+from cifar_lab.data.datasets import load_cifar
+from cifar_lab.errors import CifarLabError
+from cifar_lab.predict import predict
+from cifar_lab.train import train
+
+
+def test_the_inner_cifar_folder_is_recognised_as_data_root(tmp_path: Path) -> None:
+    root = write_cifar(tmp_path, "cifar10", n_train=20, n_test=10)
+
+    inner = load_cifar("cifar10", root / "cifar-10-batches-py", False, False, False)
+
+    assert len(inner) == 10 and inner.classes[0] == "class_000"
+
+
+def test_predict_on_the_other_cifar_says_where_to_point_data_root(
+    train_cfg, cifar10_root: Path, cifar100_root: Path, tmp_path: Path
+) -> None:
+    trained = train(
+        train_cfg("data=cifar10", *TINY_CONVNET, "logger=none", "test=false", root=cifar10_root)
+    )
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "predict",
+            overrides=[
+                f"ckpt={trained['best_model_path']}",
+                f"paths.output_dir={tmp_path / 'out'}",
+                f"data.root={cifar100_root}",  # holds cifar-100-python only
+                "data.download=false",
+                "data.check_integrity=false",
+            ],
+        )
+
+    with pytest.raises(CifarLabError) as err:
+        predict(cfg)
+
+    message = str(err.value)
+    assert "point data.root at a folder holding cifar-10-batches-py" in message
+    assert "\n" not in message
