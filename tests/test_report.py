@@ -140,3 +140,16 @@ def test_the_command_prints_the_markdown_table(sweep: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("5 jobs (3 finished, 1 unfinished, 1 failed), sorted by val/acc_best")
     assert len(table_rows(out)) == 5
+
+
+def test_a_metric_no_job_logged_is_one_line_and_writes_nothing(sweep: Path, capsys) -> None:
+    write_sweep_report(sweep)
+    before = {name: (sweep / name).read_bytes() for name in ("report.csv", "report.png")}
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), "--metric", "val/accc"])
+
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "'val/accc'" in err and "did you mean --metric val/acc?" in err and "\n" not in err
+    assert {name: (sweep / name).read_bytes() for name in before} == before

@@ -13,6 +13,7 @@ unfinished jobs show the best value their CSV log holds so far.
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,25 @@ def default_metric_and_mode(job_dir: Path) -> tuple[str, str]:
     return metric, "min" if str(direction).lower().startswith("min") else "max"
 
 
+def logged_metrics(jobs: Sequence[Job]) -> list[str]:
+    """Every metric name a job's record or CSV log holds (`val/acc`, `test/acc`, ...)."""
+    names = {key for job in jobs for key in read_record(job.path) if "/" in key}
+    names |= {key for job in jobs for row in job.log for key in row if "/" in key}
+    return sorted(names)
+
+
+def check_metric(metric: str, jobs: Sequence[Job], sweep_dir: Path) -> None:
+    """A one-line error, before anything is written, when no job logged `metric` (a typo)."""
+    logged = logged_metrics(jobs)
+    if metric in logged or not logged:
+        return
+    close = difflib.get_close_matches(metric, logged, n=1)
+    guess = f"did you mean --metric {close[0]}? " if close else ""
+    raise CifarLabError(
+        f"no job of {sweep_dir} logged {metric!r}; {guess}logged: {', '.join(logged)}"
+    )
+
+
 # --- output -------------------------------------------------------------------------------
 def show(value: Any) -> str:
     if value is None:
@@ -251,6 +271,7 @@ def write_sweep_report(
     default_metric, default_mode = default_metric_and_mode(job_dirs[0])
     metric, mode = metric or default_metric, mode or default_mode
     jobs = ranked([read_job(job_dir, sweep_dir, metric) for job_dir in job_dirs], mode)
+    check_metric(metric, jobs, sweep_dir)
     keys = swept_keys(jobs)
     header, rows = table(jobs, metric, keys)
     write_csv(sweep_dir / "report.csv", header, rows)
