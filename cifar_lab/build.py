@@ -7,10 +7,12 @@ import this module and never each other.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -53,6 +55,24 @@ def build_tta(tta_cfg: DictConfig | None) -> TestTimeAugmentation | None:
     return instantiate(tta_cfg) if tta_cfg and tta_cfg.get("_target_") else None
 
 
+def build_net(model_cfg: DictConfig) -> Any:
+    """The `model` config's network. A key the chosen model does not take (e.g. the ConvNet's
+    `widths` that `experiment=smoke` sets, with `model=resnet50` on the command line) is one
+    line naming the key and the fix, not timm's TypeError."""
+    try:
+        return instantiate(model_cfg, _convert_="all")
+    except InstantiationException as err:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__ or err))
+        if unexpected is None:
+            raise
+        key, target = unexpected.group(1), model_cfg.get("_target_")
+        raise CifarLabError(
+            f"model.{key} is not a setting of the chosen model ({target}, "
+            f"name={model_cfg.get('name')}); an experiment= recipe written for another model sets "
+            f"it: drop it (~model.{key}) or use the recipe's own model"
+        ) from err
+
+
 def build_module(
     cfg: DictConfig,
     run_config: dict[str, Any] | None = None,
@@ -65,7 +85,7 @@ def build_module(
     model_cfg, speed_options = split_model_config(cfg.model)
     # _convert_="all": plain lists/dicts, so optimizer state (betas) unpickles with weights_only
     return CIFARClassifier(
-        net=instantiate(model_cfg, _convert_="all"),
+        net=build_net(model_cfg),
         optimizer=instantiate(cfg.optim.optimizer, lr=scaled_lr(cfg, processes), _convert_="all"),
         scheduler=instantiate(scheduler_cfg, _convert_="all") if scheduler_cfg else None,
         num_classes=cfg.data.num_classes,
