@@ -3,6 +3,7 @@ as `python -m` would (`command(...)` builds that argv)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal as signal_module
 import subprocess
@@ -68,3 +69,17 @@ class SignalAt(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.batch is None and trainer.current_epoch == self.epoch:
             os.kill(os.getpid(), self.signum)
+
+
+def signal_in(target: str, signal: str = "SIGTERM") -> None:
+    """Send this process `signal` when the function `target` (`module.function`) is called:
+    a stop arriving while an entry point works."""
+    module_name, _, name = target.rpartition(".")
+    module = importlib.import_module(module_name)
+    real = getattr(module, name)
+
+    def stopped_here(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal_module, signal))
+        return real(*args, **kwargs)
+
+    setattr(module, name, stopped_here)

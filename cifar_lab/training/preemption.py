@@ -65,4 +65,5 @@ class PreemptionHandler(Callback):
     ) -> None:
         if stop_signal(exception) is None or trainer.state.fn != TrainerFn.FITTING:
             return
-        trainer.save_checkpoint(self.checkpoint_path)  # atomic (AtomicCheckpointIO)
+        # the whole training state (not weights only), atomically (AtomicCheckpointIO)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
