@@ -3,13 +3,16 @@ tells each entry point to do."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cifar_files import write_cifar
 from conftest import CONF_DIR, TINY_CONVNET
 from hydra import compose, initialize_config_dir
 
+from cifar_lab.build import build_datamodule
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.errors import CifarLabError
 from cifar_lab.predict import predict
@@ -48,3 +51,22 @@ def test_predict_on_the_other_cifar_says_where_to_point_data_root(
     message = str(err.value)
     assert "point data.root at a folder holding cifar-10-batches-py" in message
     assert "\n" not in message
+
+
+def test_a_batch_limit_on_a_class_sorted_split_still_covers_every_class(
+    train_cfg, tmp_path: Path
+) -> None:
+    root = write_cifar(tmp_path, "cifar10", n_train=100, n_test=40)
+    test_file = root / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(test_file.read_bytes())
+    order = np.argsort(batch["labels"], kind="stable")  # sorted by class, as some rebuilds are
+    batch["data"], batch["labels"] = batch["data"][order], np.asarray(batch["labels"])[order]
+    test_file.write_bytes(pickle.dumps(batch))
+    datamodule = build_datamodule(train_cfg("data=cifar10", "data.val_fraction=0", root=root))
+    datamodule.setup("fit")
+
+    first_test = next(iter(datamodule.test_dataloader()))[1]  # what limit_test_batches=1 scores
+    first_val = next(iter(datamodule.val_dataloader()))[1]
+
+    assert sorted(set(first_test.tolist())) == list(range(10))
+    assert sorted(set(first_val.tolist())) == list(range(10))

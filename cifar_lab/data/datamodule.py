@@ -52,6 +52,19 @@ def check_batch_size(key: str, value: Any) -> None:
         )
 
 
+def class_interleaved(labels: np.ndarray) -> np.ndarray:
+    """An order of `labels` that takes one image of each class in turn (class 0, 1, ..., then
+    the second of each): any prefix, such as `trainer.limit_val_batches` / `limit_test_batches`
+    score, covers the classes evenly even when the split is sorted by class. A whole split
+    scores the same in any order."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty(len(labels), dtype=np.int64)  # the image's place within its class
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    rank[order] = np.arange(len(labels)) - np.repeat(starts, counts)
+    return np.lexsort((labels, rank))
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded permutation cut into (train, val) index arrays; same seed, same split."""
     if not 0.0 <= val_fraction < 1.0:
@@ -174,14 +187,16 @@ class CIFARDataModule(L.LightningDataModule):
             )
         self.classes = train.classes
         pipeline = self.input_pipeline()
+        test_order = class_interleaved(test.labels)
         if hp.val_fraction > 0:
             train_idx, val_idx = split_indices(len(train), hp.val_fraction, hp.seed)
             self.train_set = pipeline.train_set(train.images[train_idx], train.labels[train_idx])
+            val_idx = val_idx[class_interleaved(train.labels[val_idx])]
             self.val_set = pipeline.eval_set(train.images[val_idx], train.labels[val_idx])
         else:
             self.train_set = pipeline.train_set(train.images, train.labels)
-            self.val_set = pipeline.eval_set(test.images, test.labels)
-        self.test_set = pipeline.eval_set(test.images, test.labels)
+            self.val_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
+        self.test_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
 
     def load_predict_sets(self) -> list[ImageSet]:
         """The clean test split (if `predict_clean`) and the OOD set's files, checked (shapes,
