@@ -65,8 +65,11 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # The same key as a plain ModelCheckpoint: checkpoints stay interchangeable.
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        # The same key as a plain ModelCheckpoint, so checkpoints stay interchangeable; a third
+        # checkpoint callback (callbacks=top_k) monitors what best.ckpt does, so its file name
+        # pattern keeps its state apart.
+        key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        return key if self.filename in (None, "best", "last") else f"{key}[{self.filename}]"
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
