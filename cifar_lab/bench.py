@@ -32,7 +32,7 @@ from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
 from cifar_lab.build import resolve_precision
-from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
+from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_json
 from cifar_lab.runs.record import RunRecord
@@ -117,5 +117,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    reject_added_groups("bench")
+    check_command_line("bench")
     main()

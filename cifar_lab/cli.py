@@ -10,6 +10,7 @@ effect" (`models.schedule` never builds a one-step cosine).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 import warnings
@@ -17,15 +18,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, ValueNode, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from cifar_lab.errors import CifarLabError
@@ -33,6 +36,11 @@ from cifar_lab.errors import CifarLabError
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Lightning's own "bad setting" error (e.g. trainer=gpu on a machine without one) is one too.
 USER_ERRORS = (CifarLabError, MisconfigurationException)
+# Lightning's settings errors that say what is wrong but not what to do
+LIGHTNING_FIXES = {
+    "No supported gpu backend found": " trainer=gpu needs a CUDA GPU: on this machine use "
+    "trainer=cpu (or trainer=default, which picks the device)",
+}
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
@@ -60,7 +68,8 @@ def exit_on_user_error() -> Iterator[None]:
         if in_multirun() or not isinstance(user_error, USER_ERRORS):
             raise
         first_line = (str(user_error).strip().splitlines() or [type(user_error).__name__])[0]
-        print(f"error: {first_line}", file=sys.stderr)
+        hint = next((fix for found, fix in LIGHTNING_FIXES.items() if found in first_line), "")
+        print(f"error: {first_line}{hint}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -99,12 +108,123 @@ def reject_added_groups(config_name: str, argv: Sequence[str] | None = None) -> 
     for arg in sys.argv[1:] if argv is None else argv:
         key, sep, value = arg.partition("=")
         if sep and key.startswith("+") and not key.startswith("++") and key[1:] in groups:
-            print(
-                f"error: {arg}: {key[1:]} is a config group of {config_name}, chosen without "
-                f"a +: use {key[1:]}={value}",
-                file=sys.stderr,
-            )
-            raise SystemExit(1)
+            group = key[1:]
+            fail(f"{arg}: {group} is a config group of {config_name}, chosen without a +: use "
+                 f"{group}={value}")  # fmt: skip
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Before Hydra runs: `+group=option`, an unknown group option, a key the composed config
+    lacks (a typo) and a value of the wrong type (`lr=abc`, `max_epochs=1.5`) are each one line
+    naming the value and the fix, with a did-you-mean; in a multirun (`-m`) too, before any job
+    starts. Hydra's own answers are generic advice ("use +key") or a traceback."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and a[0] != "-"]
+    reject_added_groups(config_name, args)
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # Hydra's parser reports its own syntax errors well; leave them to it
+        return
+    parsed = [
+        override
+        for override in parsed  # Hydra's own settings and keys added or deleted: Hydra's part
+        if not override.key_or_group.startswith("hydra")
+        and not (override.is_add() or override.is_force_add() or override.is_delete())
+    ]
+    groups = {p.parent.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.glob("*/*.yaml")}
+    chosen = []
+    for override in parsed:
+        key = override.key_or_group
+        if key in groups:
+            options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+            for value in override_values(override):
+                if str(value) not in options and value is not None:
+                    guess = did_you_mean(str(value), options, f"{key}=")
+                    fail(f"{key}={value} is not an option of {key}{guess}; options: {options}")
+            chosen.append(f"{key}={override_values(override)[0]}")
+    cfg = composed(config_name, chosen)
+    if cfg is None:
+        return
+    for override in parsed:
+        key = override.key_or_group
+        if key in groups:
+            continue
+        node = config_node(cfg, key)
+        if node is None:
+            guess = did_you_mean(key, config_keys(cfg))
+            fail(f"{key} is not a key of the {config_name} config{guess}; a new key takes a +")
+        check_type(key, node, override_values(override))
+
+
+def override_values(override: Any) -> list[Any]:
+    """An override's value, or each choice of a sweep (`a=1,2`)."""
+    value = override.value()
+    return list(value.list) if override.is_sweep_override() and hasattr(value, "list") else [value]
+
+
+def composed(config_name: str, group_overrides: list[str]) -> DictConfig | None:
+    """The config the chosen groups compose, unresolved (None where it does not compose: Hydra
+    then says why)."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=group_overrides)
+    except Exception:
+        return None
+
+
+def config_node(cfg: DictConfig, key: str) -> Any | None:
+    """The node at dotted `key` without resolving interpolations; None when there is none."""
+    node: Any = cfg
+    for part in key.split("."):
+        if isinstance(node, ListConfig):
+            return node  # an index into a list: Hydra checks it
+        # `part in node` is False for a key whose value is ??? (missing); the node is there
+        node = node._get_node(part, validate_access=False) if isinstance(node, DictConfig) else None
+        if node is None:
+            return None
+    return node
+
+
+def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of `cfg` (not into lists)."""
+    keys = []
+    for key in cfg:
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig):
+            keys += config_keys(child, f"{dotted}.")
+    return keys
+
+
+def did_you_mean(value: str, choices: Sequence[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def check_type(key: str, node: Any, values: Sequence[Any]) -> None:
+    """A number, integer or boolean key given a value of another type, in one line."""
+    current = node._value() if isinstance(node, ValueNode) else None
+    if current is None or isinstance(current, str):
+        return  # untyped (null) or a string setting such as `auto`: the code checks it
+    for value in values:
+        if value is None or (isinstance(value, str) and "${" in value):
+            continue
+        if isinstance(current, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(current, int):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(current, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            expected = "a number"
+        else:
+            continue
+        if not ok:
+            fail(f"{key}={value!r} is not {expected} (it is {current!r} now); e.g. {key}={current}")
 
 
 class DropTips(logging.Filter):

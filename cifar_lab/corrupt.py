@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
+from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
 from cifar_lab.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -109,5 +109,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    reject_added_groups("corrupt")
+    check_command_line("corrupt")
     main()

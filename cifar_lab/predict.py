@@ -28,7 +28,7 @@ from cifar_lab.build import (
     build_trainer,
     build_tta,
 )
-from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
+from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
@@ -185,5 +185,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    reject_added_groups("predict")
+    check_command_line("predict")
     main()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.cli import exit_on_user_error, reject_added_groups, setup_run_output
+from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
 from cifar_lab.data.batched_augment import from_albumentations
 from cifar_lab.data.batches import to_nchw
 from cifar_lab.data.datasets import load_cifar
@@ -145,5 +145,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    reject_added_groups("show_augment")
+    check_command_line("show_augment")
     main()

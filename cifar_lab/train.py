@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
 from cifar_lab.cli import (
+    check_command_line,
     exit_on_user_error,
     in_multirun,
-    reject_added_groups,
     setup_run_output,
 )
 from cifar_lab.errors import CifarLabError
@@ -264,5 +264,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    reject_added_groups("train")
+    check_command_line("train")
     main()

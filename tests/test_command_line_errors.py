@@ -1,0 +1,83 @@
+"""A typo or a wrong type on the command line is one line with the fix, before Hydra runs and
+in a multirun too: Hydra's own answers are generic advice ('use +key') or a traceback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import run_module, tiny_data
+
+from cifar_lab.cli import check_command_line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["data.bach_size=64"], "data.bach_size is not a key of the train config (did you mean "
+         "data.batch_size?)"),
+        (["optim.optimizer.lr=abc"], "optim.optimizer.lr='abc' is not a number"),
+        (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5 is not an integer"),
+        (["model=resnet5"], "not an option of model (did you mean model=resnet50?)"),
+        (["modle=resnet50"], "modle is not a key of the train config (did you mean model?)"),
+        (["data.batch_size=16,abc"], "data.batch_size='abc' is not an integer"),
+        (["experiment=smoke", "model.widthz=[8]"], "did you mean model.widths?"),
+        (["+data=cifar10"], "use data=cifar10"),
+    ],
+    ids=["key-typo", "lr-text", "epochs-float", "option-typo", "group-typo", "sweep-choice",
+         "experiment-key", "plus-group"],
+)  # fmt: skip
+def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) -> None:
+    with pytest.raises(SystemExit) as exited:
+        check_command_line("train", args)
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data.batch_size=32", "model=resnet50", "optim.optimizer.lr=1e-3"],
+        ["experiment=smoke", "model.widths=[8,8,8,8,8]", "+data.extra=1", "~data.pin_memory"],
+        [
+            "hydra/launcher=basic",
+            "hydra.run.dir=x",
+            "data.batch_size=16,32",
+            "trainer.max_epochs=2",
+        ],
+        ["data.eval_batch_size=64", "data.num_workers=2", "trainer.precision=bf16-mixed"],
+    ],
+)
+def test_good_overrides_pass_the_check(args) -> None:
+    check_command_line("train", args)
+
+
+def test_a_required_key_of_predict_is_a_key(capsys) -> None:
+    check_command_line("predict", ["ckpt=x.ckpt", "data.root=/d", "tta=shift"])
+
+    with pytest.raises(SystemExit):
+        check_command_line("predict", ["ckpt=x.ckpt", "tta.distance=[1]"])
+    assert "did you mean tta.distances?" in capsys.readouterr().err
+
+
+def test_a_multirun_typo_stops_before_any_job(tmp_path) -> None:
+    result = run_module("cifar_lab.train", "-m", "data.bach_size=16,32", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: data.bach_size is not a key of the train config (did you mean data.batch_size?); "
+        "a new key takes a +"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_the_gpu_trainer_on_a_cpu_machine_names_trainer_cpu(cifar100_root, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer=gpu is valid here")
+
+    result = run_module("cifar_lab.train", "trainer=gpu", *tiny_data(cifar100_root), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("on this machine use trainer=cpu (or trainer=default, "
+                                          "which picks the device)")  # fmt: skip
