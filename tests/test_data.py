@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_files import write_cifar, write_malicious_batch
-from conftest import run_module, tiny_data
+from support import run_module, tiny_data
 
 from cifar_lab.data import CIFARDataModule, load_cifar
 from cifar_lab.data.datamodule import split_indices

@@ -7,24 +7,16 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import CONF_DIR, run_module, tiny_data
-from hydra import compose, initialize_config_dir
+from support import compose_config, run_module, tiny_data
 
 from cifar_lab.show_augment import augmentation_grid
 
 
 def preview(augment: str, root: Path, output: Path) -> np.ndarray:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "show_augment",
-            overrides=[
-                f"augment={augment}",
-                *tiny_data(root),
-                "num_images=3",
-                "num_views=4",
-                f"output={output}",
-            ],
-        )
+    cfg = compose_config(
+        "show_augment",
+        [f"augment={augment}", *tiny_data(root), "num_images=3", "num_views=4", f"output={output}"],
+    )
     assert augmentation_grid(cfg) == output
     return matplotlib.image.imread(output)
 
