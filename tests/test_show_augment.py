@@ -48,13 +48,25 @@ def cli_preview(root: Path, tmp_path: Path, name: str, *overrides: str) -> np.nd
     return matplotlib.image.imread(output)
 
 
+def in_process_preview(root: Path, tmp_path: Path, name: str, *overrides: str) -> np.ndarray:
+    """What `cli_preview` writes with these overrides, drawn in this process."""
+    output = tmp_path / f"{name}.png"
+    cfg = compose_config(
+        "show_augment",
+        ["augment=basic", *tiny_data(root), "num_images=4", "num_views=3", f"output={output}",
+         *overrides],
+    )  # fmt: skip
+    assert augmentation_grid(cfg) == output
+    return matplotlib.image.imread(output)
+
+
 @pytest.mark.slow
 def test_preview_shows_the_batched_backend_and_the_mixing_that_train(
     cifar100_root: Path, tmp_path: Path
 ) -> None:
-    plain = cli_preview(cifar100_root, tmp_path, "plain")
-    batched = cli_preview(cifar100_root, tmp_path, "batched", "augment.backend=batched")
-    mixed = cli_preview(
+    plain = cli_preview(cifar100_root, tmp_path, "plain")  # the command line writes the grid
+    batched = in_process_preview(cifar100_root, tmp_path, "batched", "augment.backend=batched")
+    mixed = in_process_preview(
         cifar100_root, tmp_path, "mixed", "augment.mix={mixup_alpha: 0.8, cutmix_alpha: 1.0}"
     )
 

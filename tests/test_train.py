@@ -16,15 +16,22 @@ from cifar_lab.errors import CifarLabError
 from cifar_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
+# The ResNets are slow on a CPU: one batch each of training, validation and test.
+ONE_BATCH_OF_4 = [
+    "data.batch_size=4",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
         ["model=convnet", *TINY_CONVNET, "optim=adamw"],
-        ["model=resnet50", "optim=sgd", "data.batch_size=4"],
-        ["model=resnext50", "optim=adoptw", "data.batch_size=4", "model.act_layer=mish"],
-        ["model=resnet101", "optim=adamw", "data.batch_size=4", "trainer.limit_train_batches=1"],
+        ["model=resnet50", "optim=sgd", *ONE_BATCH_OF_4],
+        ["model=resnext50", "optim=adoptw", *ONE_BATCH_OF_4, "model.act_layer=mish"],
+        ["model=resnet101", "optim=adamw", *ONE_BATCH_OF_4],
     ],
     ids=["convnet", "resnet50", "resnext50", "resnet101"],
 )
