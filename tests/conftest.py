@@ -1,9 +1,10 @@
 """Shared fixtures: tiny on-disk datasets, tiny trained checkpoints and Hydra configs shrunk to run
 in seconds on a CPU. The helpers they use live in support.py.
 
-The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml). A session fixture that
-writes files (`made_once`) is made by the first worker that asks for it; the others wait for it
-and reuse the same files, so a checkpoint is trained once per run, not once per worker."""
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml), one per core, each pinned
+to its core. A session fixture that writes files (`made_once`) is made by the first worker that
+asks for it; the others wait for it and reuse the same files, so a checkpoint is trained once per
+run, not once per worker."""
 
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from cifar_files import write_cifar  # noqa: E402
 from support import TINY_CONVNET, compose_train, tiny_data, tiny_training  # noqa: E402
+
+
+def pin_worker_to_one_core() -> None:
+    """With as many xdist workers as cores, run each worker, and the processes it starts, on a
+    core of its own. train() and bench size torch's threads to the cores a process may use
+    (cifar_lab.speed.usable_cores), so unpinned workers each ran 2 threads on 2 shared cores:
+    test_train.py + test_recipes.py (not slow) took 196 s of CPU unpinned, 43 s pinned."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if workers >= len(cores):
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        import torch  # after the pinning: its thread pool sizes itself to one core
+
+        torch.set_num_threads(1)
+
+
+pin_worker_to_one_core()
 
 
 def made_once(
