@@ -1,15 +1,19 @@
-"""Shared fixtures: tiny on-disk datasets and Hydra configs shrunk to run in seconds on a CPU."""
+"""Shared fixtures: tiny on-disk datasets, tiny trained checkpoints and Hydra configs shrunk to run
+in seconds on a CPU. The helpers they use live in support.py.
+
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml), one per core, each pinned
+to its core. A session fixture that writes files (`made_once`) is made by the first worker that
+asks for it; the others wait for it and reuse the same files, so a checkpoint is trained once per
+run, not once per worker."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from filelock import FileLock
 from omegaconf import DictConfig
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -17,70 +21,73 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from cifar_files import write_cifar  # noqa: E402
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-TINY_CONVNET = ["model.widths=[8,8,16,16,16]", "model.head_hidden=16"]
+from support import TINY_CONVNET, compose_train, tiny_data, tiny_training  # noqa: E402
 
 
-def tiny_data(root: Path, batch_size: int = 16, workers: int = 0) -> list[str]:
-    """Overrides that read the tiny local CIFAR files under `root`: no download, no MD5 check,
-    small batches, no loader workers unless asked."""
-    return [
-        f"data.root={root}",
-        "data.download=false",
-        "data.check_integrity=false",
-        f"data.num_workers={workers}",
-        f"data.batch_size={batch_size}",
-    ]
+def pin_worker_to_one_core() -> None:
+    """With as many xdist workers as cores, run each worker, and the processes it starts, on a
+    core of its own. train() and bench size torch's threads to the cores a process may use
+    (cifar_lab.speed.usable_cores), so unpinned workers each ran 2 threads on 2 shared cores:
+    test_train.py + test_recipes.py (not slow) took 196 s of CPU unpinned, 43 s pinned."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if workers >= len(cores):
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        import torch  # after the pinning: its thread pool sizes itself to one core
+
+        torch.set_num_threads(1)
 
 
-def tiny_training(trainer: str = "cpu", batches: int = 2) -> list[str]:
-    """Overrides for a seconds-long CPU fit: one epoch of a few batches, quiet."""
-    return [
-        f"trainer={trainer}",
-        "trainer.max_epochs=1",
-        f"trainer.limit_train_batches={batches}",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false",
-    ]
+pin_worker_to_one_core()
+
+
+def made_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Path]
+) -> Path:
+    """`make(folder)`'s path, made in a fresh `folder` once per test run and shared by the xdist
+    workers (the first one makes it under a file lock; the others wait and read where it is)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder above each worker's own
+    done = shared / f"{name}.path"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            folder = shared / name
+            folder.mkdir()
+            done.write_text(str(make(folder)))
+    return Path(done.read_text())
 
 
 @pytest.fixture(scope="session")
 def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_cifar(tmp_path_factory.mktemp("cifar100"), "cifar100", n_train=200, n_test=100)
+    return made_once(
+        tmp_path_factory,
+        "cifar100",
+        lambda folder: write_cifar(folder, "cifar100", n_train=200, n_test=100),
+    )
 
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_cifar(tmp_path_factory.mktemp("cifar10"), "cifar10", n_train=100, n_test=40)
-
-
-def run_module(
-    module: str, *args: str, cwd: Path, timeout: int = 400, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """`python -m MODULE ARGS` in a fresh process (the real command line), wandb offline."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def compose_train(overrides: list[str] | None = None) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides or [])
+    return made_once(
+        tmp_path_factory,
+        "cifar10",
+        lambda folder: write_cifar(folder, "cifar10", n_train=100, n_test=40),
+    )
 
 
 @pytest.fixture
 def train_cfg(tmp_path: Path, cifar100_root: Path) -> Callable[..., DictConfig]:
-    """A composed train config on the tiny CIFAR-100: CPU, one short epoch, output in tmp_path."""
+    """A composed train config on the tiny CIFAR-100: CPU, one short epoch, output in
+    `tmp_path / run`."""
 
-    def make(*overrides: str, root: Path | None = None) -> DictConfig:
+    def make(*overrides: str, root: Path | None = None, run: str = "run") -> DictConfig:
         base = [
             *tiny_data(root or cifar100_root),
-            f"paths.output_dir={tmp_path / 'run'}",
+            f"paths.output_dir={tmp_path / run}",
             *tiny_training(batches=3),
             "logger=csv",
         ]
@@ -94,13 +101,34 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Pat
     """The last.ckpt of a one-epoch, two-batch tiny ConvNet run, trained once per session."""
     from cifar_lab.train import train
 
-    run = tmp_path_factory.mktemp("tiny_run")
-    overrides = [
-        *tiny_data(cifar100_root),
-        *tiny_training(),
-        *TINY_CONVNET,
-        f"paths.output_dir={run}",
-        "logger=none",
-        "test=false",
-    ]
-    return Path(train(compose_train(overrides))["last_model_path"])
+    def make(run: Path) -> Path:
+        overrides = [
+            *tiny_data(cifar100_root),
+            *tiny_training(),
+            *TINY_CONVNET,
+            f"paths.output_dir={run}",
+            "logger=none",
+            "test=false",
+        ]
+        return Path(train(compose_train(overrides))["last_model_path"])
+
+    return made_once(tmp_path_factory, "tiny_run", make)
+
+
+@pytest.fixture(scope="session")
+def smoke_ckpt(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
+    """The best.ckpt of `experiment=smoke` with the tiny ConvNet, trained once per session."""
+    from cifar_lab.train import train
+
+    def make(run: Path) -> Path:
+        overrides = [
+            *tiny_data(cifar100_root),
+            f"paths.output_dir={run}",
+            *tiny_training(batches=3),
+            "experiment=smoke",
+            *TINY_CONVNET,
+            "logger=none",
+        ]
+        return Path(train(compose_train(overrides))["best_model_path"])
+
+    return made_once(tmp_path_factory, "smoke_run", make)

@@ -7,8 +7,8 @@ import functools
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, compose_train
 from omegaconf import OmegaConf
+from support import CONF_DIR, compose_train
 
 from cifar_lab.data.augment_steps import AUGMENT_STEPS, SETTINGS, STEP_BY_NAME, TRAIN_STEPS
 from cifar_lab.data.cifar_c import CIFAR_C

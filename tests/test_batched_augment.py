@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONVNET, compose_train, tiny_data
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from support import TINY_CONVNET, compose_train, tiny_data
 
 from cifar_lab.data import CIFARDataModule
 from cifar_lab.data.batched_augment import build_batched_eval, build_batched_train

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, TINY_CONVNET, run_module, tiny_data
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from support import TINY_CONVNET, compose_config, run_module, tiny_data
 
 from cifar_lab.bench import run_bench
 from cifar_lab.benchmarks.gpu_check import bench_gpu_check
@@ -54,8 +53,7 @@ def lookup(result: dict, dotted: str):
 
 
 def compose_bench(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("bench", overrides=overrides)
+    return compose_config("bench", overrides)
 
 
 def test_all_sections_report_positive_figures(cifar100_root: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from conftest import TINY_CONVNET
+from support import TINY_CONVNET
 
 from cifar_lab.train import train
 

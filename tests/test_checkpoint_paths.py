@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, TINY_CONVNET
-from hydra import compose, initialize_config_dir
+from support import TINY_CONVNET, predict_cfg
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.predict import predict
@@ -76,21 +75,6 @@ def test_a_stored_best_that_is_not_a_checkpoint_of_this_run_is_not_carried(
     assert not (tmp_path / "resumed" / "checkpoints" / "secret.txt").exists()
     assert metrics["best_model_score"] != 99.0 and metrics["status"] == "finished"
     assert Path(metrics["best_model_path"]).name == "best.ckpt" and "test/acc" in metrics
-
-
-def predict_cfg(ckpt: Path, out_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "predict",
-            overrides=[
-                f"ckpt={ckpt}",
-                f"paths.output_dir={out_dir}",
-                "trainer.enable_progress_bar=false",
-                "data.num_workers=0",
-                "data.check_integrity=false",
-                *overrides,
-            ],
-        )
 
 
 def test_predict_never_creates_or_downloads_into_a_folder_the_checkpoint_names(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from support import CONF_DIR
 
 from cifar_lab.corruptions import CORRUPTIONS, get_corruptions
 from cifar_lab.corruptions.writer import write_corruption

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_module, tiny_data
+from support import run_module, tiny_data
 
 from cifar_lab.cli import check_command_line
 

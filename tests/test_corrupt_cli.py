@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_module
+from support import run_module
 
 from cifar_lab.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, corruption_rng
 from cifar_lab.corruptions.writer import balanced_subset
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.ood import CorruptionSet
 
+# the tests share one written set (a module fixture): one worker runs them all
+pytestmark = pytest.mark.xdist_group("corrupt_cli")
 NAMES = ["contrast", "gaussian_noise", "frost"]  # deterministic, per-pixel random, per-image random
 N = 20  # of the tiny CIFAR-10's 40 test images: 2 per class
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_files import write_cifar, write_malicious_batch
-from conftest import run_module, tiny_data
+from support import TINY_CONVNET, run_module, tiny_data, tiny_training
 
 from cifar_lab.data import CIFARDataModule, load_cifar
 from cifar_lab.data.datamodule import split_indices
@@ -232,6 +232,8 @@ def test_train_refuses_a_test_batch_that_would_create_a_file(tmp_path: Path) -> 
     result = run_module(
         "cifar_lab.train",
         *tiny_data(root),
+        *tiny_training(),  # the refusal comes when the test set loads, after the fit
+        *TINY_CONVNET,
         "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cifar_files import write_cifar
-from conftest import CONF_DIR, TINY_CONVNET
 from hydra import compose, initialize_config_dir
+from support import CONF_DIR, TINY_CONVNET
 
 from cifar_lab.build import build_datamodule
 from cifar_lab.data.datasets import load_cifar

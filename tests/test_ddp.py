@@ -9,10 +9,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_sweeps import metrics_of, run_sweep, wandb_exit_code
+from support import metrics_of, run_sweep
+from wandb_files import wandb_exit_code
 
 from cifar_lab.build import build_module
 from cifar_lab.runs.checkpoint import read_checkpoint
+
+# the tests share one DDP sweep (a module fixture): one worker runs them all
+pytestmark = pytest.mark.xdist_group("ddp")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from cifar_files import write_cifar
-from conftest import run_module
+from support import run_module
 
 
 def md5_failure(tmp_path: Path) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
+from support import CONF_DIR, compose_config
 
 from cifar_lab.cli import config_groups
 
@@ -14,8 +13,7 @@ HYDRA_GROUPS = {"hydra/launcher": {"basic"}}  # Hydra's own option beside ours
 
 
 def listed_groups(config_name: str) -> dict[str, set[str]]:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, return_hydra_config=True)
+    cfg = compose_config(config_name, return_hydra_config=True)
     lines = re.findall(r"^  ([\w/]+): (.+)$", cfg.hydra.help.template, flags=re.M)
     return {group: set(options.split(", ")) for group, options in lines}
 

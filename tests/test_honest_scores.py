@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_train
 from omegaconf import OmegaConf
+from support import compose_train
 
 from cifar_lab.data.augment_steps import AUGMENT_STEPS
 from cifar_lab.data.ood import CorruptionSet, ImageSet

@@ -8,8 +8,8 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from conftest import TINY_CONVNET, compose_train
 from hydra.utils import instantiate
+from support import TINY_CONVNET, compose_train
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models import create_convnet, create_timm_net

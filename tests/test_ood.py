@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision.datasets.utils
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
+from support import compose_config
 
 import cifar_lab.data.ood
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
@@ -31,11 +30,9 @@ from cifar_lab.evaluation.tables import (
 
 def ood_set(name: str, root: Path, *overrides: str) -> LeaderboardSet | CorruptionSet:
     """The set as `predict` builds it from conf/ood/<name>.yaml."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "predict",
-            overrides=[f"ood={name}", f"ood.root={root}", "paths.output_dir=.", *overrides],
-        )
+    cfg = compose_config(
+        "predict", [f"ood={name}", f"ood.root={root}", "paths.output_dir=.", *overrides]
+    )
     return instantiate(cfg.ood)
 
 

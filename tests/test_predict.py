@@ -12,10 +12,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TINY_CONVNET, run_module
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
+from support import compose_config, predict_cfg, run_module
 from torch import nn
 
 from cifar_lab.data.datamodule import CIFARDataModule
@@ -29,19 +27,6 @@ from cifar_lab.models.classifier import CIFARClassifier
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.predict import predict, prepare, run_config
 from cifar_lab.runs.checkpoint import read_checkpoint
-from cifar_lab.train import train
-
-_SMOKE: dict[str, Path] = {}
-
-
-@pytest.fixture
-def smoke_ckpt(train_cfg) -> Path:
-    """A checkpoint of `experiment=smoke` (tiny ConvNet) trained once per session; pytest
-    keeps the first test's tmp_path, which holds it, until the session ends."""
-    if "best" not in _SMOKE:
-        metrics = train(train_cfg("experiment=smoke", *TINY_CONVNET, "logger=none"))
-        _SMOKE["best"] = Path(metrics["best_model_path"])
-    return _SMOKE["best"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,21 +34,6 @@ def data_on_this_machine(monkeypatch: pytest.MonkeyPatch, cifar100_root: Path) -
     """predict reads the data where this machine keeps it (`CIFAR_LAB_DATA`, or data.root on the
     command line), never where a checkpoint says: here, the tiny CIFAR-100."""
     monkeypatch.setenv("CIFAR_LAB_DATA", str(cifar100_root))
-
-
-def predict_cfg(ckpt: Path, out_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "predict",
-            overrides=[
-                f"ckpt={ckpt}",
-                f"paths.output_dir={out_dir}",
-                "trainer.enable_progress_bar=false",
-                "data.num_workers=0",
-                "data.check_integrity=false",  # the tiny CIFAR files are not the official ones
-                *overrides,
-            ],
-        )
 
 
 def clean_test(cifar100_root: Path):
@@ -259,8 +229,7 @@ def test_predict_overrides_win_over_the_checkpoints_config(smoke_ckpt, tmp_path)
 def test_predict_never_takes_check_integrity_false_from_the_checkpoint(smoke_ckpt, tmp_path):
     checkpoint = read_checkpoint(smoke_ckpt)
     assert checkpoint.config["data"]["check_integrity"] is False  # trained so
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("predict", overrides=[f"ckpt={smoke_ckpt}", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config("predict", [f"ckpt={smoke_ckpt}", f"paths.output_dir={tmp_path}"])
 
     assert run_config(checkpoint, cfg).data.check_integrity is True
     cfg.data.check_integrity = False  # only this command line may turn it off

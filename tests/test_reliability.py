@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, TINY_CONVNET, compose_train, run_module, tiny_data, tiny_training
 from faults import TESTS, run_with_fault
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from support import (
+    TINY_CONVNET,
+    compose_config,
+    compose_train,
+    run_module,
+    tiny_data,
+    tiny_training,
+)
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_json
@@ -32,8 +38,7 @@ SHM = Path("/dev/shm")
 
 
 def compose_predict(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("predict", overrides=list(overrides))
+    return compose_config("predict", list(overrides))
 
 
 # --- atomic saves ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from cifar_files import write_cifar
-from conftest import TINY_CONVNET
+from support import TINY_CONVNET
 
 from cifar_lab.build import build_datamodule, build_module
 from cifar_lab.runs.checkpoint import read_checkpoint

@@ -7,24 +7,16 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import CONF_DIR, run_module, tiny_data
-from hydra import compose, initialize_config_dir
+from support import compose_config, run_module, tiny_data
 
 from cifar_lab.show_augment import augmentation_grid
 
 
 def preview(augment: str, root: Path, output: Path) -> np.ndarray:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "show_augment",
-            overrides=[
-                f"augment={augment}",
-                *tiny_data(root),
-                "num_images=3",
-                "num_views=4",
-                f"output={output}",
-            ],
-        )
+    cfg = compose_config(
+        "show_augment",
+        [f"augment={augment}", *tiny_data(root), "num_images=3", "num_views=4", f"output={output}"],
+    )
     assert augmentation_grid(cfg) == output
     return matplotlib.image.imread(output)
 
@@ -56,13 +48,25 @@ def cli_preview(root: Path, tmp_path: Path, name: str, *overrides: str) -> np.nd
     return matplotlib.image.imread(output)
 
 
+def in_process_preview(root: Path, tmp_path: Path, name: str, *overrides: str) -> np.ndarray:
+    """What `cli_preview` writes with these overrides, drawn in this process."""
+    output = tmp_path / f"{name}.png"
+    cfg = compose_config(
+        "show_augment",
+        ["augment=basic", *tiny_data(root), "num_images=4", "num_views=3", f"output={output}",
+         *overrides],
+    )  # fmt: skip
+    assert augmentation_grid(cfg) == output
+    return matplotlib.image.imread(output)
+
+
 @pytest.mark.slow
 def test_preview_shows_the_batched_backend_and_the_mixing_that_train(
     cifar100_root: Path, tmp_path: Path
 ) -> None:
-    plain = cli_preview(cifar100_root, tmp_path, "plain")
-    batched = cli_preview(cifar100_root, tmp_path, "batched", "augment.backend=batched")
-    mixed = cli_preview(
+    plain = cli_preview(cifar100_root, tmp_path, "plain")  # the command line writes the grid
+    batched = in_process_preview(cifar100_root, tmp_path, "batched", "augment.backend=batched")
+    mixed = in_process_preview(
         cifar100_root, tmp_path, "mixed", "augment.mix={mixup_alpha: 0.8, cutmix_alpha: 1.0}"
     )
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET
 from omegaconf import OmegaConf
+from support import TINY_CONVNET
 
 from cifar_lab.build import build_module
 from cifar_lab.runs.checkpoint import read_checkpoint

@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONVNET, tiny_data
 from faults import run_with_fault
+from support import TINY_CONVNET, tiny_data
 
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train

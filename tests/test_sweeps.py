@@ -3,81 +3,22 @@ and continues, and the launcher configs."""
 
 from __future__ import annotations
 
-import json
-import struct
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import CONF_DIR, TINY_CONVNET, run_module, tiny_data, tiny_training
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
-from wandb.proto import wandb_internal_pb2
+from support import compose_config, metrics_of, run_sweep, run_train
+from wandb_files import wandb_exit_code
 
 from cifar_lab.sweeps.jobs import ContinueSweep, find_jobs, next_job_number
 from cifar_lab.sweeps.sweep_report import write_sweep_report
 
 
-def tiny_run(root: Path, trainer: str = "cpu") -> list[str]:
-    """Overrides for a few-second job on the tiny CIFAR-10."""
-    return ["data=cifar10", *tiny_data(root), *TINY_CONVNET, *tiny_training(trainer)]
-
-
 def compose_with_hydra(overrides: list[str]) -> DictConfig:
     """The train config with its `hydra` node, as a multirun's launcher and callbacks see it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m cifar_lab.train ARGS` in a fresh process, wandb offline."""
-    return run_module("cifar_lab.train", *args, cwd=cwd)
-
-
-def run_sweep(
-    root: Path, sweep: Path, *overrides: str, trainer: str = "cpu", flag: bool = True
-) -> subprocess.CompletedProcess:
-    """`python -m cifar_lab.train [-m] OVERRIDES` on the tiny CIFAR-10 (OVERRIDES win), its jobs
-    under `sweep`; `flag=False` leaves the multirun to the config (hparams_search=optuna)."""
-    args = ["-m"] if flag else []
-    args += [*tiny_run(root, trainer), *overrides, f"hydra.sweep.dir={sweep}"]
-    return run_train(*args, cwd=sweep.parent)
-
-
-def wandb_records(run_file: Path) -> Iterator[wandb_internal_pb2.Record]:
-    """The records of an offline run's .wandb file.
-
-    Hand-written because wandb 0.31 ships no reader for it: a 7-byte ':W&B' header, then the
-    LevelDB log format (32 KiB blocks of crc32 | length | type | data chunks)."""
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, chunks = 7, b""
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
-            pos += 32768 - pos % 32768
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        chunks += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a FULL record, or the LAST chunk of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
-            chunks = b""
-            yield record
-
-
-def wandb_exit_code(job: Path) -> int | None:
-    """The exit code `wandb.finish` recorded in the job's one offline run (None: not finished)."""
-    (run_file,) = job.glob("wandb/offline-run-*/*.wandb")
-    exits = [record.exit.exit_code for record in wandb_records(run_file) if record.HasField("exit")]
-    return exits[-1] if exits else None
-
-
-def metrics_of(job: Path) -> dict:
-    return json.loads((job / "metrics.json").read_text())
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def job_order(rows_text: str) -> list[str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONVNET, compose_train, run_module, tiny_data
 from omegaconf import OmegaConf
+from support import TINY_CONVNET, compose_train, run_train, tiny_data
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import CheckpointPayload, RunCheckpoint, read_checkpoint
@@ -17,15 +16,22 @@ from cifar_lab.runs.rebuild import given_by_overrides, rebuild_config
 from cifar_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
+# The ResNets are slow on a CPU: one batch each of training, validation and test.
+ONE_BATCH_OF_4 = [
+    "data.batch_size=4",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
         ["model=convnet", *TINY_CONVNET, "optim=adamw"],
-        ["model=resnet50", "optim=sgd", "data.batch_size=4"],
-        ["model=resnext50", "optim=adoptw", "data.batch_size=4", "model.act_layer=mish"],
-        ["model=resnet101", "optim=adamw", "data.batch_size=4", "trainer.limit_train_batches=1"],
+        ["model=resnet50", "optim=sgd", *ONE_BATCH_OF_4],
+        ["model=resnext50", "optim=adoptw", *ONE_BATCH_OF_4, "model.act_layer=mish"],
+        ["model=resnet101", "optim=adamw", *ONE_BATCH_OF_4],
     ],
     ids=["convnet", "resnet50", "resnext50", "resnet101"],
 )
@@ -99,11 +105,8 @@ def test_debug_limit_runs_on_a_set_smaller_than_its_limits(
     assert "test/acc" in metrics
 
 
-def test_checkpoint_carries_config_and_rng(train_cfg) -> None:
-    cfg = train_cfg(*TINY_CONVNET)
-    train(cfg)
-
-    checkpoint = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").raw
+def test_checkpoint_carries_config_and_rng(tiny_checkpoint: Path) -> None:
+    checkpoint = read_checkpoint(tiny_checkpoint).raw  # a tiny ConvNet run's last.ckpt
 
     meta = checkpoint["cifar_lab"]
     assert meta["config"]["model"]["widths"] == [8, 8, 16, 16, 16]
@@ -145,9 +148,7 @@ def test_resume_continues_exactly_where_training_stopped(
     full = train(full_cfg)
     after_first_epoch = tmp_path / "epochs" / "epoch_000.ckpt"
 
-    resumed_cfg = train_cfg(*common, f"ckpt_path={after_first_epoch}")
-    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
-    resumed = train(resumed_cfg)
+    resumed = train(train_cfg(*common, f"ckpt_path={after_first_epoch}", run="resumed"))
 
     assert resumed["epochs_completed"] == full["epochs_completed"] == 3
     assert resumed["global_step"] == full["global_step"] == 9
@@ -209,15 +210,11 @@ def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path) -
     assert f"e.g. {tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}" in str(err.value)
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return run_module("cifar_lab.train", *args, cwd=cwd)
-
-
 @pytest.mark.slow
 def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
     cifar100_root: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
+    result = run_train(
         "experiment=smoke",
         *tiny_data(cifar100_root, batch_size=64, workers=1),
         "trainer.limit_train_batches=2",
@@ -246,7 +243,7 @@ def test_smoke_experiment_through_the_command_line_logs_to_offline_wandb(
 
 @pytest.mark.slow
 def test_missing_data_is_one_line_on_stderr(tmp_path: Path) -> None:
-    result = run_cli(
+    result = run_train(
         f"data.root={tmp_path / 'nowhere'}", "data.download=false", "logger=none", cwd=tmp_path
     )
 
@@ -257,7 +254,7 @@ def test_missing_data_is_one_line_on_stderr(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
-    result = run_cli("model=resnext50", "optim=adoptw", "--cfg", "job", cwd=tmp_path)
+    result = run_train("model=resnext50", "optim=adoptw", "--cfg", "job", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert "name: resnext50_32x4d" in result.stdout and "opt: adoptw" in result.stdout
@@ -273,20 +270,17 @@ def test_resume_continues_the_wandb_run(train_cfg, tmp_path: Path) -> None:
         "test=false",
         "trainer.max_epochs=2",
         f"ckpt_path={first['last_model_path']}",
+        run="resumed",
     )
-    resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
     resumed = train(resumed_cfg)
 
     assert first["wandb_id"] and resumed["wandb_id"] == first["wandb_id"]
     assert list((tmp_path / "resumed" / "wandb").glob(f"offline-run-*-{first['wandb_id']}"))
 
 
-def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Path) -> None:
-    first = train(train_cfg(*TINY_CONVNET, "test=false"))
-
+def test_resuming_with_another_model_is_one_clear_error(train_cfg, tiny_checkpoint: Path) -> None:
     other = ["model.widths=[8,8,16,16,32]", "model.head_hidden=16"]
-    other_cfg = train_cfg(*other, f"ckpt_path={first['last_model_path']}")
-    other_cfg.paths.output_dir = str(tmp_path / "other")
+    other_cfg = train_cfg(*other, f"ckpt_path={tiny_checkpoint}", run="other")
 
     # given on the command line, the other widths win over the checkpoint's config
     with pytest.raises(CifarLabError, match="holds another model than this config builds"):
@@ -295,7 +289,7 @@ def test_resuming_with_another_model_is_one_clear_error(train_cfg, tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_bad_setting_caught_while_building_an_object_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("data.batch_size=15", "+augment.mix={mixup_alpha: 1.0}", cwd=tmp_path)
+    result = run_train("data.batch_size=15", "+augment.mix={mixup_alpha: 1.0}", cwd=tmp_path)
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: data.batch_size=15 is odd")
@@ -318,7 +312,7 @@ def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
     short = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=csv"]
-    first = run_cli(
+    first = run_train(
         "experiment=smoke",
         "data=cifar10",
         *tiny_data(cifar10_root, batch_size=16),
@@ -331,7 +325,7 @@ def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
 
     # no experiment=smoke, no model or data keys but where the data is (this machine's
     # setting, never the checkpoint's): the checkpoint's config rebuilds the run
-    resumed = run_cli(
+    resumed = run_train(
         "ckpt_path=first/checkpoints/last.ckpt",
         f"data.root={cifar10_root}",
         "data.download=false",
@@ -360,7 +354,7 @@ def test_resume_without_overrides_rebuilds_the_run_and_keeps_its_best(
 def test_a_finished_run_without_validation_in_its_last_epoch_exits_0(
     cifar100_root: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
+    result = run_train(
         *tiny_data(cifar100_root),
         *TINY_CONVNET,
         "trainer=cpu",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
+from support import compose_train
 
 from cifar_lab.data.transforms import (
     build_eval_transform,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from support import compose_config
 from torch import nn
 
 from cifar_lab.errors import CifarLabError
@@ -18,8 +17,7 @@ SIZE = 32
 
 
 def tta_from_config(name: str, *overrides: str) -> TestTimeAugmentation:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("predict", overrides=[f"tta={name}", *overrides])
+    cfg = compose_config("predict", [f"tta={name}", *overrides])
     return instantiate(cfg.tta)
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, run_module, tiny_data
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from ood_files import random_images, write_corruption_set
+from support import compose_config, predict_cfg, run_module, tiny_data
 
 from cifar_lab import predict as predict_module
 from cifar_lab.data.ood import check_labels
@@ -51,15 +50,6 @@ def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, ex
     user_error(lambda: train(cfg), expected)
 
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # nothing was fitted
-
-
-def predict_cfg(ckpt: Path, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "predict",
-            overrides=[f"ckpt={ckpt}", f"paths.output_dir={out}", "data.check_integrity=false",
-                       "data.num_workers=0", *overrides],
-        )  # fmt: skip
 
 
 @pytest.fixture
@@ -135,8 +125,7 @@ def test_bad_labels_npy_is_one_line(tmp_path: Path, labels, expected) -> None:
 
 
 def show_augment_cfg(root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("show_augment", overrides=[*tiny_data(root), *overrides])
+    return compose_config("show_augment", [*tiny_data(root), *overrides])
 
 
 @pytest.mark.parametrize(
