@@ -28,7 +28,7 @@ def ddp_sweep(
     result = run_sweep(
         cifar10_root, sweep, "optim.optimizer.opt=bogus,adamw",
         # learn enough that accuracy differs between the ranks' halves of the 40 held-out images
-        # (a class-sorted eval order gives each rank whole classes: uneven counts keep them apart)
+        # (the class-interleaved eval order gives each rank whole classes of an even split)
         "data.val_fraction=0.4", "augment=none", "model.drop_rate=0", "model.block_drop_rate=0",
         "optim.optimizer.lr=0.01", "optim.scheduler.warmup_epochs=0", "trainer.max_epochs=4",
         "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "test=false",
