@@ -24,7 +24,8 @@ from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.models.tta import TestTimeAugmentation
 from cifar_lab.runs.saving import AtomicCheckpointIO
 from cifar_lab.speed import cudnn_benchmark, split_model_config
-from cifar_lab.training.progress import EpochProgressBar, NetSummary
+from cifar_lab.training.divergence import DivergenceGuard
+from cifar_lab.training.progress import EpochLog, EpochProgressBar, NetSummary
 
 
 def resolve_precision(precision: str | int) -> str | int:
@@ -121,9 +122,11 @@ def build_datamodule(
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The `callbacks` config's callbacks, plus the progress bar and model summary that count
-    epochs from 1 and show the network alone (unless the `trainer` config turns them off)."""
+    """The `callbacks` config's callbacks, the guard that stops a diverged run, the per-epoch
+    log line, and the progress bar and model summary that count epochs from 1 and show the
+    network alone (unless the `trainer` config turns them off)."""
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    callbacks += [DivergenceGuard(), EpochLog()]
     trainer_cfg = cfg.get("trainer") or {}
     if trainer_cfg.get("enable_progress_bar", True) is not False:
         callbacks.append(EpochProgressBar())

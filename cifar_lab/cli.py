@@ -42,6 +42,7 @@ LIGHTNING_FIXES = {
     "trainer=cpu (or trainer=default, which picks the device)",
 }
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+LOG_INTERVAL_NOTICE = r".*is smaller than the logging interval Trainer\(log_every_n_steps"
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 
@@ -242,6 +243,8 @@ def setup_run_output() -> None:
     Lightning's log lines into the run's log file beside cifar-lab's (Lightning's loggers do
     not propagate to the root logger that Hydra gives the file)."""
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
+    # train/* metrics are logged per epoch; the step interval only thins the per-step rows
+    warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
     logging.captureWarnings(True)
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in LIGHTNING_LOGGERS:

@@ -54,6 +54,12 @@ def check_settings(settings: DictConfig) -> None:
             f"corrupt.names={settings.names!r} is not a list; write e.g. "
             f"corrupt.names=[fog,snow], or null for all {len(CORRUPTIONS)}"
         )
+    if settings.names is not None and len(set(settings.names)) != len(settings.names):
+        repeated = sorted({name for name in settings.names if list(settings.names).count(name) > 1})
+        raise CifarLabError(
+            f"corrupt.names lists {repeated} more than once; give each corruption once, e.g. "
+            f"corrupt.names=[{','.join(dict.fromkeys(settings.names))}]"
+        )
     if not isinstance(settings.seed, int) or settings.seed < 0:
         raise CifarLabError(f"corrupt.seed={settings.seed!r} must be a non-negative integer")
     if int(settings.batch_size) < 1:

@@ -84,8 +84,15 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
         )
     if isinstance(ood, CorruptionSet):
         check_classes(cfg.ckpt, ckpt_classes, ood.num_classes, f"ood={ood.name}")
-        if ood.reference_csv is not None:
-            read_severity_table(ood.reference_csv)  # a bad reference fails before scoring
+        if ood.reference_csv is not None:  # a bad reference fails before scoring
+            reference = read_severity_table(ood.reference_csv)
+            if not set(reference) & set(ood.corruptions):
+                raise CifarLabError(
+                    f"ood.reference_csv={ood.reference_csv} names none of the corruptions scored "
+                    f"({', '.join(ood.corruptions[:4])}, ...), so no mCE could be computed; it "
+                    f"lists {', '.join(list(reference)[:4]) or 'nothing'}: give the reference "
+                    f"model's ood_accuracy.csv on the same set"
+                )
     run_cfg = run_config(checkpoint, cfg)
     tta = build_tta(cfg.tta)
     if tta is not None:

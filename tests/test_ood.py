@@ -38,7 +38,7 @@ def ood_set(name: str, root: Path, *overrides: str) -> LeaderboardSet | Corrupti
 
 def cifar_c(root: Path, names: list[str], per_severity: int = 4, num_classes: int = 100) -> Path:
     n = 5 * per_severity
-    labels = np.arange(n) % num_classes
+    labels = np.tile(np.arange(per_severity) % num_classes, 5)  # one block per severity
     return write_corruption_set(root, {c: random_images(n, i) for i, c in enumerate(names)}, labels)
 
 
@@ -84,7 +84,7 @@ def test_cifar100c_lists_15_benchmark_and_19_corruptions_and_reads_those_present
 
 
 def test_cifar10c_config_expects_10_classes(tmp_path):
-    cifar_c(tmp_path, ["fog"], num_classes=10)
+    cifar_c(tmp_path, ["fog"], per_severity=20, num_classes=10)
 
     ood = ood_set("cifar10c", tmp_path)
 
@@ -135,7 +135,7 @@ def test_a_file_that_is_not_npy_is_rejected(tmp_path):
 
 
 def test_labels_out_of_range_name_the_range_and_the_right_set(tmp_path):
-    cifar_c(tmp_path, ["fog"], num_classes=100)
+    cifar_c(tmp_path, ["fog"], per_severity=20, num_classes=100)
     ood = ood_set("cifar10c", tmp_path)
 
     with pytest.raises(

@@ -153,3 +153,21 @@ def test_a_metric_no_job_logged_is_one_line_and_writes_nothing(sweep: Path, caps
     err = capsys.readouterr().err.strip()
     assert "'val/accc'" in err and "did you mean --metric val/acc?" in err and "\n" not in err
     assert {name: (sweep / name).read_bytes() for name in before} == before
+
+
+def test_a_failed_jobs_multi_line_error_stays_one_row(sweep: Path) -> None:
+    write_job(sweep, "11", ["model.drop_rate=0.9"], [0.2], status="failed",
+              error="RuntimeError: first line\n  second line | with a bar")  # fmt: skip
+
+    rows = {row["job"]: row for row in table_rows(write_sweep_report(sweep))}
+
+    assert rows["11"]["note"] == "RuntimeError: first line" and len(rows) == 6
+
+
+@pytest.mark.parametrize("status", ["diverged", "interrupted"])
+def test_diverged_and_interrupted_jobs_are_shown_as_such(sweep: Path, status: str) -> None:
+    write_job(sweep, "11", ["model.drop_rate=0.9"], [0.2], status=status, error="loss nan")
+
+    rows = {row["job"]: row for row in table_rows(write_sweep_report(sweep))}
+
+    assert rows["11"]["status"] == status and rows["11"]["rank"] == ""

@@ -67,6 +67,7 @@ def never_scores(monkeypatch: pytest.MonkeyPatch) -> None:
         (["data.eval_batch_size=-1"], r"data.eval_batch_size=-1 is invalid"),
         (["tta=shift", "tta.distances=[1,32]"], r"shift by up to 32 pixels .* is 32 x 32"),
         (["tta=shift", "tta.padding=zeros", "tta.distances=[40]"], r"expected distances < 32"),
+        (["tta=shift", "tta.distances=[1.7]"], r"tta.distances=\[1.7\] is invalid"),
     ],
 )
 def test_a_bad_predict_value_is_one_line_before_scoring(
@@ -87,8 +88,10 @@ def test_a_bad_predict_value_is_one_line_before_scoring(
         ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\nfog,1,2,3,4,5\n",
          r"5 accuracies in \[0, 1\]"),
         ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\n", "holds no rows"),
+        ("corruption,severity_1,severity_2,severity_3,severity_4,severity_5\nnot_a_corruption,.5,.5,.5,.5,.5\n",
+         "names none of the corruptions scored"),
     ],
-    ids=["columns", "empty-cell", "not-fractions", "no-rows"],
+    ids=["columns", "empty-cell", "not-fractions", "no-rows", "no-match"],
 )  # fmt: skip
 def test_a_bad_reference_csv_fails_before_scoring(
     tiny_checkpoint, tmp_path, never_scores, csv, expected
@@ -108,8 +111,9 @@ def test_a_bad_reference_csv_fails_before_scoring(
         ("truncated", "not a readable .npy array of labels"),
         (np.array([1, "a"], dtype=object), "not a readable .npy array of labels"),
         (np.zeros(10, np.float32), "a 1-D integer array was expected"),
+        (np.arange(10) % 3, "lists other labels for severities"),
     ],
-    ids=["empty", "truncated", "object", "float"],
+    ids=["empty", "truncated", "object", "float", "blocks-differ"],
 )
 def test_bad_labels_npy_is_one_line(tmp_path: Path, labels, expected) -> None:
     path = tmp_path / "labels.npy"

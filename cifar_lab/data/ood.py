@@ -127,6 +127,19 @@ def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
             f"{path} has {len(labels)} labels but the corruption files hold {expected_len} "
             f"images each; labels and images come from different sets, re-download them together"
         )
+    per_severity = expected_len // len(CIFAR_C.severities)
+    first = labels[CIFAR_C.blocks(per_severity)[0]]
+    differs = [
+        severity
+        for severity, block in zip(CIFAR_C.severities, CIFAR_C.blocks(per_severity), strict=True)
+        if not np.array_equal(labels[block], first)
+    ]
+    if differs:
+        raise CifarLabError(
+            f"{path} lists other labels for severities {differs} than for severity 1; CIFAR-C "
+            f"repeats the same {per_severity} test labels in every severity block: the file is "
+            f"damaged or from another set, re-download the set"
+        )
     if labels.min() < 0 or labels.max() >= num_classes:
         raise CifarLabError(
             f"labels in {path} range over [{labels.min()}, {labels.max()}] but this set expects "

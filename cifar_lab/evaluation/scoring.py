@@ -8,6 +8,7 @@ timed as they arrive, so each set reports its own images/s.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -19,8 +20,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
+from cifar_lab.clock import duration
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.ood import ImageSet
+
+log = logging.getLogger(__name__)
 
 TOP_K = 5
 
@@ -66,18 +70,45 @@ class Scores:
 
 
 class PredictionCollector(BasePredictionWriter):
-    """Per predict loader (one `ImageSet` each), the top-k of every batch and its wall time."""
+    """Per predict loader (one `ImageSet` each), the top-k of every batch and its wall time; a
+    line per finished set (images, img/s, sets left, ETA), so a long scoring run shows progress
+    also without a progress bar."""
 
-    def __init__(self, top_k: int = TOP_K):
+    def __init__(self, top_k: int = TOP_K, sets: Sequence[ImageSet] = ()):
         super().__init__(write_interval="batch")
         self.top_k = top_k
+        self.sets = list(sets)
         self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.seconds: dict[int, float] = {}
         self._clock = 0.0
+        self._current: int | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.parts, self.seconds = {}, {}
+        self.parts, self.seconds, self._current = {}, {}, None
         self._clock = time.perf_counter()
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(self._current)
+
+    def _report(self, index: int | None) -> None:
+        """The progress line of the set of predict loader `index`, once it is scored."""
+        if index is None or index >= len(self.sets):
+            return
+        done = sum(len(c) for parts in self.parts.values() for c, _ in parts)
+        seconds = sum(self.seconds.values())
+        total = sum(image_set.num_images for image_set in self.sets)
+        images = sum(len(c) for c, _ in self.parts.get(index, []))
+        rate = images / max(self.seconds.get(index, 0.0), 1e-9)
+        eta = (total - done) * seconds / max(done, 1)
+        log.info(
+            "scored %s: %s images, %s img/s; set %d/%d%s",
+            self.sets[index].name,
+            f"{images:,}",
+            f"{rate:,.0f}",
+            index + 1,
+            len(self.sets),
+            f", ETA {duration(eta)}" if index + 1 < len(self.sets) else "",
+        )
 
     def write_on_batch_end(
         self,
@@ -89,6 +120,9 @@ class PredictionCollector(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if dataloader_idx != self._current:
+            self._report(self._current)
+            self._current = dataloader_idx
         k = min(self.top_k, prediction.shape[1])
         top = prediction.float().topk(k, dim=1)
         self.parts.setdefault(dataloader_idx, []).append((top.indices.cpu(), top.values.cpu()))
@@ -122,7 +156,7 @@ def score_sets(
     make_trainer: Callable[[list[Callback]], L.Trainer],
 ) -> dict[str, tuple[ImageSet, list[Scores]]]:
     """Every predict set of `datamodule` through one `Trainer.predict` call of `module`."""
-    collector = PredictionCollector()
+    collector = PredictionCollector(sets=datamodule.load_predict_sets())
     trainer = make_trainer([collector])
     with warnings.catch_warnings():
         # The loaders serve ready-made blocks (no batch sampler, so Lightning cannot record

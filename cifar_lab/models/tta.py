@@ -41,7 +41,8 @@ def shift_offsets(pattern: str | None, distances: Sequence[int]) -> list[tuple[i
         raise CifarLabError(
             f"tta.pattern={pattern!r} is unknown; expected one of {sorted(NEIGHBOURHOODS)} or null"
         )
-    if not distances or any(int(d) < 1 for d in distances):
+    whole = all(isinstance(d, int) and not isinstance(d, bool) for d in distances)
+    if not distances or not whole or any(d < 1 for d in distances):
         raise CifarLabError(
             f"tta.distances={list(distances)} is invalid; expected a non-empty list of integers "
             f">= 1, e.g. [1, 2]"

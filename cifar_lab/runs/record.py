@@ -3,11 +3,12 @@
 
 `RunRecord` is the one writer (train, predict, corrupt and bench all use it): `running` (pid,
 host, start time) from the start, then `finished` with the results, `failed` with the error,
-`terminated` (SIGTERM/SIGUSR1, with the resume command the entry point gave) or `interrupted`
-(Ctrl-C). A record is append-only: a later attempt in the same folder keeps the earlier records
-under `earlier`, and an attempt that fails or stops after a finished one leaves that finished
-record in place with the attempt added under `attempts`, so no kill, typo or refused resume
-turns a finished result into a failed one.
+`terminated` (SIGTERM/SIGUSR1, with the resume command the entry point gave), `interrupted`
+(Ctrl-C) or `diverged` (a NaN or infinite training loss, with its step). A record is
+append-only: a later attempt in the same folder keeps the earlier records under `earlier`, and
+an attempt that fails or stops after a finished one leaves that finished record in place with
+the attempt added under `attempts`, so no kill, typo or refused resume turns a finished result
+into a failed one.
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ class Stopped(SystemExit):
     def __init__(self, signum: int):
         super().__init__(128 + signum)
         self.signum = signum
+
+
+class Diverged(CifarLabError):
+    """Training stopped because its loss became NaN or infinite at `step`."""
+
+    def __init__(self, step: int, loss: float, lr: float | None = None):
+        at_lr = f" (lr {lr:.3g})" if lr is not None else ""
+        super().__init__(
+            f"training diverged: the loss became {loss} at step {step}{at_lr}; last.ckpt and "
+            f"best.ckpt keep the last finite epoch: lower optim.optimizer.lr or raise "
+            f"trainer.gradient_clip_val"
+        )
+        self.step = step
 
 
 def stop_signal(err: BaseException | None) -> int | None:
@@ -208,6 +222,8 @@ class RunRecord:
                 self.metrics["resume_command"] = self.resume_command
         elif isinstance(err, SystemExit) and not err.code:
             self.metrics["status"] = FINISHED
+        elif isinstance(err, Diverged):
+            self.metrics.update(status="diverged", step=err.step, error=str(err))
         else:
             self.metrics.update(status="failed", error=error_text(err))
         self._keep_a_finished_record()

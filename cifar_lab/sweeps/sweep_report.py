@@ -31,8 +31,17 @@ from cifar_lab.sweeps.jobs import JOB_OVERRIDES, find_jobs
 
 DEFAULT_METRIC = "val/acc_best"
 # killed: `running` in metrics.json but its process is gone (SIGKILL, out of memory);
-# terminated: stopped by SIGTERM/SIGUSR1 after saving last.ckpt, resumable
-STATUS_ORDER = {"finished": 0, "unfinished": 1, "terminated": 2, "killed": 3, "failed": 4}
+# terminated / interrupted: stopped by SIGTERM/SIGUSR1 / Ctrl-C after saving last.ckpt,
+# resumable; diverged: its loss became NaN or infinite
+STATUS_ORDER = {
+    "finished": 0,
+    "unfinished": 1,
+    "terminated": 2,
+    "interrupted": 3,
+    "killed": 4,
+    "diverged": 5,
+    "failed": 6,
+}
 
 
 @dataclass
@@ -89,8 +98,10 @@ def read_job(job_dir: Path, sweep_dir: Path, metric: str) -> Job:
     epochs, values = curve(log, metric)
     status = run_state(metrics)
     notes = {
-        "failed": metrics.get("error", ""),
+        "failed": first_line(metrics.get("error")),
         "terminated": f"{metrics.get('signal')}; resume: {metrics.get('resume_command')}",
+        "interrupted": f"{metrics.get('signal')}; resume: {metrics.get('resume_command')}",
+        "diverged": first_line(metrics.get("error")),
         "killed": f"process {metrics.get('pid')} on {metrics.get('host')} is gone",
         "running": f"running (pid {metrics.get('pid')} on {metrics.get('host')})",
         None: "no metrics.json yet",
@@ -149,6 +160,11 @@ def default_metric_and_mode(job_dir: Path) -> tuple[str, str]:
     return metric, "min" if str(direction).lower().startswith("min") else "max"
 
 
+def first_line(text: Any) -> str:
+    """The first line of a (multi-line) text: one table row per job."""
+    return (str(text or "").strip().splitlines() or [""])[0]
+
+
 def logged_metrics(jobs: Sequence[Job]) -> list[str]:
     """Every metric name a job's record or CSV log holds (`val/acc`, `test/acc`, ...)."""
     names = {key for job in jobs for key in read_record(job.path) if "/" in key}
@@ -200,7 +216,7 @@ def table(jobs: Sequence[Job], metric: str, keys: Sequence[str]) -> tuple[list[s
 def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     # Hand-written: a markdown table is a few joins, not worth a dependency (tabulate/pandas).
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |"
+        return "| " + " | ".join(first_line(cell).replace("|", "/") for cell in cells) + " |"
 
     return "\n".join(
         [line(header), line(["---"] * len(header)), *(line([show(v) for v in row]) for row in rows)]

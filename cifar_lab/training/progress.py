@@ -1,14 +1,21 @@
-"""The progress bar and model summary of a training run, as a user reads them."""
+"""The progress bar, the per-epoch log line and the model summary of a training run, as a user
+reads them."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, RichModelSummary, RichProgressBar
 from lightning.pytorch.utilities.model_summary import (
     get_formatted_model_size,
     get_human_readable_count,
 )
+
+from cifar_lab.clock import duration
 
 
 class EpochProgressBar(RichProgressBar):
@@ -19,6 +26,50 @@ class EpochProgressBar(RichProgressBar):
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
             description += f"/{self.trainer.max_epochs}"
         return f"{description:{len(self.validation_description)}}"
+
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(Callback):
+    """One line per epoch in the console and the run's log, also without a progress bar (a
+    batch job, a file): `epoch 3/30: train/loss 2.9134, val/acc 0.2875, 812 img/s, ETA 6m12s`.
+    Images per second count the training images of the epoch over its wall time, validation
+    included; the ETA is the epochs left times the mean epoch time so far."""
+
+    def __init__(self) -> None:
+        self._epoch_start = 0.0
+        self._images = 0
+        self._epoch_seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start, self._images = time.perf_counter(), 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        labels = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+        self._images += len(labels) if isinstance(labels, torch.Tensor) else 0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - self._epoch_start
+        self._epoch_seconds.append(seconds)
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
+        train_loss = getattr(pl_module, "train_loss", None)
+        if train_loss is not None and getattr(train_loss, "update_count", 0):
+            parts.append(f"train/loss {float(train_loss.compute()):.4f}")
+        value = trainer.callback_metrics.get("val/acc")
+        if value is not None:
+            parts.append(f"val/acc {float(value):.4f}")
+        if seconds > 0 and self._images:
+            parts.append(f"{self._images / seconds:,.0f} img/s")
+        if total and total > 0 and epoch < total:
+            mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+            parts.append(f"ETA {duration(mean * (total - epoch))}")
+        log.info("%s: %s", parts[0], ", ".join(parts[1:]))
 
 
 class NetSummary(RichModelSummary):

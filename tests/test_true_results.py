@@ -1,0 +1,40 @@
+"""Results that would be silently wrong are refused or named: a diverged run, a corruption
+listed twice, a failed job's multi-line error in the sweep report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from support import TINY_CONVNET, compose_config, tiny_data
+
+from cifar_lab.corrupt import write_set
+from cifar_lab.errors import CifarLabError
+from cifar_lab.runs.checkpoint import read_checkpoint
+from cifar_lab.train import train
+
+
+def test_a_diverging_run_ends_diverged_not_finished(train_cfg, tmp_path: Path) -> None:
+    cfg = train_cfg(*TINY_CONVNET, "logger=none", "optim.optimizer.lr=1e8", "trainer.max_epochs=3")
+
+    with pytest.raises(CifarLabError, match="training diverged: the loss became") as err:
+        train(cfg)
+
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "diverged" and record["step"] >= 1 and "\n" not in str(err.value)
+    assert "test/acc" not in record  # no score of NaN weights
+    for saved in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):  # the last finite epoch
+        weights = read_checkpoint(saved).state_dict.values()
+        assert all(bool(torch.isfinite(w).all()) for w in weights if w.is_floating_point())
+
+
+def test_a_corruption_listed_twice_is_refused(cifar100_root: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "corrupt", [*tiny_data(cifar100_root), f"corrupt.out={tmp_path}", "corrupt.names=[fog,fog]"]
+    )
+
+    with pytest.raises(CifarLabError, match=r"corrupt.names lists \['fog'\] more than once"):
+        write_set(cfg)
+    assert not list(tmp_path.iterdir())
