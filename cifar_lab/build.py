@@ -74,6 +74,37 @@ def build_net(model_cfg: DictConfig) -> Any:
         ) from err
 
 
+# A stored network larger than this is refused before any memory is allocated: 2e9 fp32
+# parameters are 8 GB (ResNet-101 has 44.5M); a crafted `widths` could otherwise ask for a TB.
+MAX_STORED_PARAMETERS = 2_000_000_000
+
+
+def check_stored_network(model_cfg: DictConfig, source: str) -> None:
+    """Build the network a stored `model` config (read from `source`, a checkpoint) describes
+    on the meta device, which allocates nothing: one line when it builds none (crafted types)
+    or one too large to allocate."""
+    net_cfg, _ = split_model_config(model_cfg)
+    try:
+        with torch.device("meta"):
+            net = instantiate(net_cfg, _convert_="all")
+        parameters = sum(p.numel() for p in net.parameters())
+    # Everything is caught on purpose: the config is untrusted, and a factory fed a crafted
+    # value can raise nearly anything.
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        why = (str(cause).splitlines() or [""])[0][:200]
+        raise CifarLabError(
+            f"{source} stores a model config that builds no network ({type(cause).__name__}: "
+            f"{why}); use a checkpoint written by cifar_lab.train"
+        ) from err
+    if parameters > MAX_STORED_PARAMETERS:
+        raise CifarLabError(
+            f"{source} stores a network of {parameters:,} parameters (over "
+            f"{MAX_STORED_PARAMETERS:,}, {MAX_STORED_PARAMETERS * 4 / 1e9:.0f} GB of weights); "
+            f"refusing to allocate it: use a checkpoint written by cifar_lab.train"
+        )
+
+
 def build_module(
     cfg: DictConfig,
     run_config: dict[str, Any] | None = None,

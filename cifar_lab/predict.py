@@ -27,6 +27,7 @@ from cifar_lab.build import (
     build_ood,
     build_trainer,
     build_tta,
+    check_stored_network,
 )
 from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
@@ -55,6 +56,7 @@ def run_config(checkpoint: RunCheckpoint, cfg: DictConfig) -> DictConfig:
     command line or predict's defaults), with this run's non-null `data`/`model`/`augment` keys
     on top; torch.compile is off unless asked for here."""
     merged, notices = rebuild_config(cfg, checkpoint, given_by_settings(cfg, OVERRIDABLE))
+    check_stored_network(merged.model, f"checkpoint {checkpoint.path}")
     for notice in notices:
         log.warning(notice)
     if merged.model.get("compile") and "compile" not in (cfg.get("model") or {}):

@@ -20,7 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.build import build_callbacks, build_datamodule, build_module, build_trainer
+from cifar_lab.build import (
+    build_callbacks,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    check_stored_network,
+)
 from cifar_lab.cli import (
     check_command_line,
     exit_on_user_error,
@@ -209,6 +215,7 @@ def resumed(cfg: DictConfig, checkpoint: RunCheckpoint, overrides: Sequence[str]
     """`cfg` rebuilt from the checkpoint's stored config, with a notice per override that
     changes the architecture."""
     cfg, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, overrides))
+    check_stored_network(cfg.model, f"checkpoint {checkpoint.path}")
     log.info(
         "resuming %s: data, model, augment, optim and loss as stored in it, "
         "with the command line's keys of these groups on top",

@@ -146,3 +146,38 @@ def test_resuming_a_finished_run_with_more_epochs_keeps_the_earlier_record(train
     after = json.loads((finished_run / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 2 and after["status"] == "finished"
     assert after["earlier"][-1] == before
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value", "expected"),
+    [
+        ("data", "num_classes", "ten", r"stores data.num_classes='ten'; expected an integer"),
+        ("data", "img_size", 10**6, r"stores data.img_size=1000000; expected an integer in"),
+        ("model", "widths", [200_000] * 5, r"network of [\d,]+ parameters .* refusing to allocate"),
+        ("model", "widths", "abc", "stores a model config that builds no network"),
+        ("model", "checkpoint_path", "/etc/passwd", "stores model.checkpoint_path, which would"),
+    ],
+    ids=["text-classes", "huge-images", "huge-widths", "text-widths", "file-to-load"],
+)  # fmt: skip
+def test_a_crafted_stored_value_is_one_line_before_anything_is_built(
+    finished_run, tmp_path, cifar100_root, group, key, value, expected
+):
+    path = finished_run / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["cifar_lab"]["config"][group][key] = value
+    torch.save(checkpoint, path)
+
+    with pytest.raises(CifarLabError, match=expected) as err:
+        predict(predict_cfg(path, tmp_path / "out", f"data.root={cifar100_root}"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_resume_refuses_a_crafted_network_size(train_cfg, finished_run) -> None:
+    last = finished_run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["cifar_lab"]["config"]["model"]["widths"] = [200_000] * 5
+    torch.save(checkpoint, last)
+
+    with pytest.raises(CifarLabError, match="refusing to allocate"):
+        train(train_cfg(*FIT, "ckpt_path=auto", "trainer.max_epochs=2"))
+    assert json.loads((finished_run / "metrics.json").read_text())["status"] == "finished"

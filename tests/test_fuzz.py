@@ -1,6 +1,7 @@
 """Property-based fuzzing of every reader of untrusted files (hypothesis): real checkpoints,
 CIFAR pickles, OOD `.npy` files, `labels.npy` and reference CSVs, truncated, bit-flipped,
-overwritten, re-typed, re-shaped or carrying `__reduce__` payloads. Each reader must return
+overwritten, re-typed, re-shaped or carrying `__reduce__` payloads; a checkpoint's stored config
+values and its checkpoint callbacks' state, crafted. Each reader must return
 valid data or raise `CifarLabError`, never another exception, and never run code (the payloads
 would create a marker file).
 
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,11 +29,14 @@ from cifar_files import CreatesFile, write_cifar
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from omegaconf import DictConfig
 
+from cifar_lab.build import check_stored_network
 from cifar_lab.data.datasets import IMAGE_SHAPE, load_cifar
 from cifar_lab.data.ood import check_images, check_labels
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.tables import SEVERITY_COLUMNS, read_severity_table, write_severity_table
+from cifar_lab.runs.callbacks import PATH_KEYS, SCORE_KEYS, ResumableCheckpoint
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.runs.rebuild import stored_run_config
 
@@ -305,3 +310,74 @@ def test_the_payload_really_creates_the_marker() -> None:
     pickle.loads(pickle.dumps(CreatesFile(marker)))
     assert marker.exists()
     marker.unlink()
+
+
+# --- what a checkpoint stores: its config's values and its callbacks' state ----------------
+def stored_values() -> st.SearchStrategy:
+    """Values `torch.load(weights_only=True)` reads back: numbers (huge, negative, NaN),
+    strings (paths out of the run, interpolations), lists and dicts of them, tensors."""
+    paths = st.sampled_from(["../../victim", "/etc/passwd", "best.ckpt", "${oc.env:HOME}", ""])
+    scalars = (
+        st.none() | st.booleans() | st.integers(-(10**15), 10**15) | st.floats()
+        | st.text(max_size=6) | paths | st.builds(torch.tensor, st.floats(width=32))
+    )  # fmt: skip
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=4) | paths, children, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+CALLBACK_KEYS = [*PATH_KEYS, *SCORE_KEYS, "best_k_models", "dirpath", "monitor"]
+STORED_KEYS = {
+    "data": ["num_classes", "img_size", "batch_size", "val_fraction", "root", "name"],
+    "model": ["widths", "head_hidden", "act_layer", "checkpoint_path", "drop_rate", "name"],
+    "optim": ["optimizer", "scheduler", "scale_lr_by_batch"],
+    "augment": ["crop", "mix", "stats"],
+    "loss": ["label_smoothing", "name"],
+}
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_stored_configs_build_or_fail_with_one_line(tiny_checkpoint: Path, data) -> None:
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    group = data.draw(st.sampled_from(sorted(STORED_KEYS)))
+    key = data.draw(st.sampled_from(STORED_KEYS[group]))
+    checkpoint["cifar_lab"]["config"][group][key] = data.draw(stored_values())
+    path = WORK / "stored.ckpt"
+    torch.save(checkpoint, path)
+
+    def rebuild(path: Path) -> DictConfig:
+        stored = stored_run_config(read_checkpoint(path).config, str(path))
+        check_stored_network(stored.model, str(path))
+        return stored
+
+    check(rebuild, path, lambda stored: isinstance(stored, DictConfig))
+
+
+@FUZZ
+@given(state=st.dictionaries(st.sampled_from(CALLBACK_KEYS), stored_values(), max_size=6),
+       in_place=st.booleans())  # fmt: skip
+def test_fuzzed_callback_state_never_points_outside_the_run(state: dict, in_place: bool) -> None:
+    folder = WORK / "run" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "best.ckpt").write_bytes(b"")
+    (WORK / "victim").write_text("keep me")
+    callback = ResumableCheckpoint(dirpath=str(folder), filename="best", monitor="val/acc")
+    resumed = folder / "last.ckpt" if in_place else WORK / "other" / "checkpoints" / "last.ckpt"
+    callback._trainer = SimpleNamespace(ckpt_path=str(resumed))
+
+    try:
+        callback.load_state_dict(state)
+    except CifarLabError as err:
+        assert "\n" not in str(err)
+        return
+
+    kept = [callback.best_model_path, callback.kth_best_model_path, callback.last_model_path]
+    kept += list(callback.best_k_models)
+    assert all(not p or folder.resolve() in Path(p).resolve().parents for p in kept), kept
+    assert (WORK / "victim").read_text() == "keep me"

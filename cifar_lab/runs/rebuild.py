@@ -20,6 +20,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import Container, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import RunCheckpoint
@@ -89,7 +90,55 @@ def stored_run_config(stored: Mapping[str, Any], source: str) -> DictConfig:
         )
     groups = {group: stored[group] for group in REBUILT_GROUPS}
     check_trusted(groups, source)
-    return OmegaConf.create(groups)
+    check_stored_values(groups, source)
+    try:
+        return OmegaConf.create(groups)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:  # e.g. a tensor in it
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CifarLabError(
+            f"{source} stores a config that is not plain settings ({first_line}); use a "
+            f"checkpoint written by cifar_lab.train"
+        ) from err
+
+
+# Stored values that size what is built (classes, image side, batches) or name files to read:
+# their types and ranges are checked before anything is built. The network's size is checked
+# when it is built, on the meta device (`build.check_stored_network`).
+STORED_NUMBERS = {
+    "data.num_classes": (int, 1, 100_000),
+    "data.img_size": (int, 8, 2048),
+    "data.batch_size": (int, 1, 1 << 16),
+    "data.val_fraction": (float, 0.0, 0.99),
+    "loss.label_smoothing": (float, 0.0, 1.0),
+    "optim.optimizer.lr": (float, 0.0, 1e3),
+}
+FILE_KEYS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def check_stored_values(groups: Mapping[str, Any], source: str) -> None:
+    """A one-line error for a stored number of the wrong type or range (`num_classes: "ten"`,
+    `img_size: 10**6`) and for a model key that names a file to load (`checkpoint_path`)."""
+    for key, (kind, low, high) in STORED_NUMBERS.items():
+        group, _, rest = key.partition(".")
+        node: Any = groups.get(group)
+        for part in rest.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            continue
+        is_number = isinstance(node, (int, float)) and not isinstance(node, bool)
+        if not is_number or (kind is int and not isinstance(node, int)) or not low <= node <= high:
+            expected = "an integer" if kind is int else "a number"
+            raise CifarLabError(
+                f"{source} stores {key}={node!r}; expected {expected} in [{low}, {high}]: use a "
+                f"checkpoint written by cifar_lab.train"
+            )
+    model = groups.get("model")
+    named = [key for key in FILE_KEYS if isinstance(model, Mapping) and key in model]
+    if named:
+        raise CifarLabError(
+            f"{source} stores model.{named[0]}, which would load a file the checkpoint names; "
+            f"refusing it: the checkpoint's own weights are what is scored or resumed"
+        )
 
 
 def changes_architecture(key: str) -> bool:
