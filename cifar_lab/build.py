@@ -113,6 +113,12 @@ def build_module(
 ) -> CIFARClassifier:
     """The LightningModule for `cfg`: backbone from `model`, partials from `optim`, `tta` for
     its predict step."""
+    smoothing = cfg.loss.label_smoothing
+    if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+        raise CifarLabError(
+            f"loss.label_smoothing={smoothing!r} is out of range; expected a number in [0, 1), "
+            f"e.g. loss.label_smoothing=0.1"
+        )
     scheduler_cfg = cfg.optim.get("scheduler")
     model_cfg, speed_options = split_model_config(cfg.model)
     # _convert_="all": plain lists/dicts, so optimizer state (betas) unpickles with weights_only

@@ -60,6 +60,18 @@ def check_settings(settings: DictConfig) -> None:
             f"corrupt.names lists {repeated} more than once; give each corruption once, e.g. "
             f"corrupt.names=[{','.join(dict.fromkeys(settings.names))}]"
         )
+    n = settings.n
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise CifarLabError(
+            f"corrupt.n={n!r} is not a whole number of test images; expected an integer >= 1 "
+            f"(e.g. corrupt.n=1000) or null for the whole test split"
+        )
+    out = Path(str(settings.out)).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CifarLabError(
+            f"corrupt.out={out} is a file, not a folder; give a folder for the set (it is made "
+            f"if missing), e.g. corrupt.out={out.parent / (out.name + '-c')}"
+        )
     if not isinstance(settings.seed, int) or settings.seed < 0:
         raise CifarLabError(f"corrupt.seed={settings.seed!r} must be a non-negative integer")
     if int(settings.batch_size) < 1:

@@ -38,3 +38,22 @@ def test_a_corruption_listed_twice_is_refused(cifar100_root: Path, tmp_path: Pat
     with pytest.raises(CifarLabError, match=r"corrupt.names lists \['fog'\] more than once"):
         write_set(cfg)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("corrupt.n=10.5", r"corrupt.n=10.5 is not a whole number of test images"),
+        ("corrupt.out={file}", r"corrupt.out=.*afile is a file, not a folder"),
+    ],
+    ids=["fractional-n", "out-is-a-file"],
+)
+def test_a_bad_corrupt_setting_is_one_line(cifar100_root, tmp_path, setting, expected) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    out = setting.format(file=tmp_path / "afile")
+    cfg = compose_config(
+        "corrupt", [*tiny_data(cifar100_root), f"corrupt.out={tmp_path / 'set'}", out]
+    )
+
+    with pytest.raises(CifarLabError, match=expected):
+        write_set(cfg)

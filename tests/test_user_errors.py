@@ -42,6 +42,7 @@ def user_error(call: Callable[[], object], expected: str) -> str:
         ("optim.optimizer.lr=-0.1", r"optim.optimizer.lr=-0.1 is invalid; expected .* >= 0"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing; expected .* >= 1"),
         ("+augment.crop.size=28", r"augment.crop has unknown keys \['size'\]; expected only"),
+        ("loss.label_smoothing=2", r"loss.label_smoothing=2 is out of range; expected .* \[0, 1\)"),
     ],
 )
 def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, expected) -> None:
