@@ -58,3 +58,21 @@ def test_predict_logs_a_line_per_scored_set(tiny_checkpoint, cifar100_root, tmp_
     assert re.fullmatch(r"scored clean: 100 images, [\d,]+ img/s; set 1/3, ETA \d+s", lines[0])
     assert lines[1].startswith("scored fog: 50 images") and ", ETA " in lines[1]
     assert re.fullmatch(r"scored snow: 50 images, [\d,]+ img/s; set 3/3", lines[2])
+
+
+def test_a_wandb_run_ends_without_its_history_and_summary_tables(cifar100_root, tmp_path):
+    result = run_module(
+        "cifar_lab.train",
+        *tiny_data(cifar100_root),
+        *tiny_training(batches=2),
+        *TINY_CONVNET,
+        "test=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"WANDB_SILENT": "false"},  # what a user's shell has
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "Run history:" not in output and "Run summary:" not in output
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # the run is still kept

@@ -51,6 +51,12 @@ def build_loggers(
         overrides: dict[str, Any] = {}
         if name == "wandb" and resume_wandb_id and not spec.get("id"):
             overrides = {"id": resume_wandb_id, "resume": "allow"}
+        if name == "wandb" and "settings" not in spec:
+            # no history/summary tables at the end of every run: the run's last lines say
+            # where its metrics are (+logger.wandb.settings.quiet=false brings them back)
+            import wandb
+
+            overrides["settings"] = wandb.Settings(quiet=True)
         logger = instantiate(spec, **overrides)
         if isinstance(logger, WandbLogger):
             # Lightning always passes `anonymous`, which wandb >= 0.19 warns has no effect.
