@@ -155,6 +155,13 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
         if key in groups:
             continue
         node = config_node(cfg, key)
+        parent = null_parent(cfg, key)
+        if node is None and parent is not None:
+            example = NULL_GROUP_EXAMPLES.get(parent, f"'{parent}={{key: value, ...}}'")
+            fail(
+                f"{key}: {parent} is null (off) in this config, so it has no keys to set; set it "
+                f"whole, e.g. {example}"
+            )
         if node is None:
             guess = did_you_mean(key, config_keys(cfg))
             fail(f"{key} is not a key of the {config_name} config{guess}; a new key takes a +")
@@ -188,6 +195,23 @@ def config_node(cfg: DictConfig, key: str) -> Any | None:
         if node is None:
             return None
     return node
+
+
+# how to switch on a setting that is null by default, for the message above
+NULL_GROUP_EXAMPLES = {
+    "augment.mix": "'augment.mix={mixup_alpha:0.8,cutmix_alpha:1.0,prob:0.5,switch_prob:0.5}' "
+    "(CutMix/MixUp)",
+}
+
+
+def null_parent(cfg: DictConfig, key: str) -> str | None:
+    """The dotted prefix of `key` whose value is null (`augment.mix` of `augment.mix.prob`)."""
+    parts = key.split(".")
+    for end in range(1, len(parts)):
+        node = config_node(cfg, ".".join(parts[:end]))
+        if isinstance(node, ValueNode) and node._value() is None:
+            return ".".join(parts[:end])
+    return None
 
 
 def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

@@ -22,9 +22,11 @@ from cifar_lab.cli import check_command_line
         (["data.batch_size=16,abc"], "data.batch_size='abc' is not an integer"),
         (["experiment=smoke", "model.widthz=[8]"], "did you mean model.widths?"),
         (["+data=cifar10"], "use data=cifar10"),
+        (["augment.mix.prob=1.0"], "augment.mix is null (off) in this config, so it has no keys "
+         "to set; set it whole, e.g. 'augment.mix={mixup_alpha:0.8"),
     ],
     ids=["key-typo", "lr-text", "epochs-float", "option-typo", "group-typo", "sweep-choice",
-         "experiment-key", "plus-group"],
+         "experiment-key", "plus-group", "key-of-null"],
 )  # fmt: skip
 def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -47,6 +49,7 @@ def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) 
             "trainer.max_epochs=2",
         ],
         ["data.eval_batch_size=64", "data.num_workers=2", "trainer.precision=bf16-mixed"],
+        ["augment.mix={mixup_alpha:0.8,cutmix_alpha:1.0,prob:0.5,switch_prob:0.5}"],
     ],
 )
 def test_good_overrides_pass_the_check(args) -> None:
