@@ -70,3 +70,18 @@ def test_a_batch_limit_on_a_class_sorted_split_still_covers_every_class(
 
     assert sorted(set(first_test.tolist())) == list(range(10))
     assert sorted(set(first_val.tolist())) == list(range(10))
+
+
+def test_test_labels_beyond_the_classes_fail_before_any_epoch(train_cfg, tmp_path: Path) -> None:
+    root = write_cifar(tmp_path, "cifar10", n_train=100, n_test=40)
+    test_file = root / "cifar-10-batches-py" / "test_batch"
+    batch = pickle.loads(test_file.read_bytes())
+    batch["labels"][-1] = 10  # one label past CIFAR-10's classes
+    test_file.write_bytes(pickle.dumps(batch))
+    cfg = train_cfg("data=cifar10", *TINY_CONVNET, "logger=none", root=root)
+
+    with pytest.raises(
+        CifarLabError, match=r"test labels in .* go up to 10 but data.num_classes=10"
+    ):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # found before fitting

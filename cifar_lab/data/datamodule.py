@@ -180,11 +180,12 @@ class CIFARDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         train, test = self._load(train=True), self._load(train=False)
-        if int(train.labels.max(initial=0)) >= hp.num_classes:
-            raise CifarLabError(
-                f"labels in {self.root} go up to {int(train.labels.max())} but "
-                f"data.num_classes={hp.num_classes}; pick the matching data config"
-            )
+        for split, part in (("train", train), ("test", test)):  # before any epoch, not after
+            if int(part.labels.max(initial=0)) >= hp.num_classes:
+                raise CifarLabError(
+                    f"{split} labels in {self.root} go up to {int(part.labels.max())} but "
+                    f"data.num_classes={hp.num_classes}; pick the matching data config"
+                )
         self.classes = train.classes
         pipeline = self.input_pipeline()
         test_order = class_interleaved(test.labels)
