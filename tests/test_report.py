@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cifar_lab.report import main
-from cifar_lab.sweeps.sweep_report import write_sweep_report
+from cifar_lab.sweeps.sweep_report import plot, read_job, write_sweep_report
 
 CSV_HEADER = ["epoch", "step", "val/acc", "val/acc_best", "val/loss"]
 
@@ -171,3 +171,13 @@ def test_diverged_and_interrupted_jobs_are_shown_as_such(sweep: Path, status: st
     rows = {row["job"]: row for row in table_rows(write_sweep_report(sweep))}
 
     assert rows["11"]["status"] == status and rows["11"]["rank"] == ""
+
+
+def test_the_figure_is_titled_and_counts_epochs_from_one(sweep: Path) -> None:
+    jobs = [read_job(job, sweep, "val/acc_best") for job in sorted(sweep.iterdir()) if job.is_dir()]
+
+    figure = plot(jobs, ["model.drop_rate"], "val/acc_best", "val/acc", 2, "multirun: 5 jobs")
+
+    assert figure._suptitle.get_text() == "multirun: 5 jobs"
+    curves = figure.axes[-1].get_lines()
+    assert curves and all(line.get_xdata()[0] == 1 for line in curves)

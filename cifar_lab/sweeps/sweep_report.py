@@ -246,7 +246,7 @@ def plot_curves(ax: Any, jobs: Sequence[Job], key: str, top: int) -> None:
     shown = [job for job in jobs if curve(job.log, key)[1]][:top]
     for job in shown:
         epochs, values = curve(job.log, key)
-        ax.plot(epochs, values, "o-", label=f"job {job.name}")
+        ax.plot([e + 1 for e in epochs], values, "o-", label=f"job {job.name}")  # 1 = the first
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
     ax.set_title(f"{key} of the top {len(shown)}")
@@ -254,7 +254,10 @@ def plot_curves(ax: Any, jobs: Sequence[Job], key: str, top: int) -> None:
         ax.legend(fontsize="small")
 
 
-def plot(jobs: Sequence[Job], keys: Sequence[str], metric: str, curve_key: str, top: int) -> Figure:
+def plot(
+    jobs: Sequence[Job], keys: Sequence[str], metric: str, curve_key: str, top: int, title: str
+) -> Figure:
+    """The metric against each swept parameter, and the curves of the top jobs, under `title`."""
     panels = len(keys) + 1
     cols = min(panels, 3)
     rows = math.ceil(panels / cols)
@@ -265,6 +268,7 @@ def plot(jobs: Sequence[Job], keys: Sequence[str], metric: str, curve_key: str, 
     plot_curves(axes[len(keys)], jobs, curve_key, top)
     for ax in axes[panels:]:
         ax.set_visible(False)
+    fig.suptitle(title)
     return fig
 
 
@@ -291,5 +295,6 @@ def write_sweep_report(
     keys = swept_keys(jobs)
     header, rows = table(jobs, metric, keys)
     write_csv(sweep_dir / "report.csv", header, rows)
-    plot(jobs, keys, metric, curve_key, top).savefig(sweep_dir / "report.png", dpi=100)
+    title = f"{sweep_dir.name}: {summary(jobs, metric, mode)}"
+    plot(jobs, keys, metric, curve_key, top, title).savefig(sweep_dir / "report.png", dpi=100)
     return f"{summary(jobs, metric, mode)}\n\n{markdown(header, rows)}"
