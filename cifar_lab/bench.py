@@ -5,14 +5,14 @@
     python -m cifar_lab.bench bench=train model=resnet50 data.batch_size=512 augment.backend=batched
     python -m cifar_lab.bench bench=gpu_check data.root=/data   # every GPU path (reduced on a CPU)
 
-Prints one JSON object and writes it to `<run dir>/bench.json`. Every figure is the median over
+Prints the figures, rounded (median and min-max), and writes the whole result to
+`<run dir>/bench.json`. Every figure is the median over
 `bench.repeats` repeats after `bench.warmup` warm-up steps, with `_min`/`_max` beside it; each
 section records its peak RSS (and peak GPU memory on a GPU).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -29,6 +29,7 @@ from cifar_lab.benchmarks.corrupt import bench_corrupt
 from cifar_lab.benchmarks.data import bench_data
 from cifar_lab.benchmarks.gpu_check import bench_gpu_check
 from cifar_lab.benchmarks.predict import bench_predict
+from cifar_lab.benchmarks.summary import summary_lines
 from cifar_lab.benchmarks.timing import memory_section
 from cifar_lab.benchmarks.train import bench_train
 from cifar_lab.build import resolve_precision
@@ -109,7 +110,7 @@ def main(cfg: DictConfig) -> None:
             result = run_bench(cfg)
             write_json(path, result)
             record.update({"bench_json": str(path)})
-            print(json.dumps(result, indent=2))
+            print("\n".join(summary_lines(result)))
             log.info("bench.json written to %s", path)
             failed = result.get("gpu_check", {}).get("failed")
             if failed:

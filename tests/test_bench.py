@@ -4,6 +4,7 @@ scripts read (tiny settings: the figures themselves are not checked)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,9 @@ def test_all_sections_report_positive_figures(cifar100_root: Path, tmp_path: Pat
         assert result["data"]["albumentations"][augment]["img_per_s"] > 0
         assert result["data"]["batched"][augment]["img_per_s"] > 0
     assert result["predict"]["shift"]["views"] == 16 and result["predict"]["none"]["views"] == 1
+    none, shift = result["predict"]["none"], result["predict"]["shift"]
+    overhead = none["img_per_s"] / (16 * shift["img_per_s"])
+    assert shift["tta_overhead"] == overhead and "tta_overhead" not in none
     assert result["train"]["end_to_end_peak_rss_mib"] > 0
     for section in ("data", "train", "predict"):
         assert result[section]["peak_rss_mib"] > 0 and result[section]["seconds"] > 0
@@ -90,15 +94,18 @@ def test_an_unknown_section_names_the_choices(cifar100_root: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_the_command_prints_the_json_it_writes(cifar100_root: Path, tmp_path: Path) -> None:
+def test_the_command_prints_the_figures_of_the_json_it_writes(
+    cifar100_root: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(cifar100_root, run_dir) + ["bench=train", f"hydra.run.dir={run_dir}"]
     done = run_module("cifar_lab.bench", *overrides, cwd=REPO, timeout=300)
 
     assert done.returncode == 0, done.stderr[-2000:]
     written = json.loads((run_dir / "bench.json").read_text())
-    printed, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{\n") :])
-    assert printed == written
+    lightning = f"{written['train']['lightning_img_per_s']:,.1f}"
+    assert re.search(rf"train\.lightning_img_per_s +{re.escape(lightning)}  \(", done.stdout)
+    assert "{" not in done.stdout and len(done.stdout.splitlines()) < 20  # no raw JSON
     assert (
         done.stdout.strip().splitlines()[-1].endswith(f"bench.json written to {run_dir}/bench.json")
     )

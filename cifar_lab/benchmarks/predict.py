@@ -23,7 +23,9 @@ from cifar_lab.evaluation.scoring import PredictionCollector
 
 
 def bench_predict(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    """`predict` section: img/s for each TTA config in `bench.predict.tta`."""
+    """`predict` section: img/s for each TTA config in `bench.predict.tta`, and each one's
+    `tta_overhead`: `tta=none` img/s over (views x its img/s), 1.0 when a view costs what an
+    image does."""
     settings = cfg.bench.predict
     test = load_split(cfg.data, train=False, limit=settings.images)
     datamodule = build_datamodule(cfg, predict_clean=False)
@@ -55,6 +57,11 @@ def bench_predict(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
             score(warm)
         rates = [score(timed) for _ in range(cfg.bench.repeats)]
         results[name] = {**figures(rates), "views": tta.num_views if tta else 1}
+    # What TTA costs beyond its views: 1.0 when scoring v views costs v times one view.
+    single = results.get("none", {}).get("img_per_s")
+    for result in results.values():
+        if single and result["views"] > 1:
+            result["tta_overhead"] = single / (result["views"] * result["img_per_s"])
     headline = settings.headline
     return {
         "images": len(test),
