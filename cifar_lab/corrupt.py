@@ -30,7 +30,6 @@ from cifar_lab.corruptions import (
 from cifar_lab.corruptions.writer import (
     GRID,
     MANIFEST,
-    balanced_subset,
     build_manifest,
     draw_grid,
     grid_rows,
@@ -38,6 +37,7 @@ from cifar_lab.corruptions.writer import (
     write_files,
 )
 from cifar_lab.data.datasets import load_cifar
+from cifar_lab.data.subsets import balanced_subset
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_json
 from cifar_lab.runs.record import RunRecord

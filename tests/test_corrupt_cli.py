@@ -12,9 +12,9 @@ import pytest
 from support import run_module
 
 from cifar_lab.corruptions import BENCHMARK, CORRUPTIONS, EXTRA, corruption_rng
-from cifar_lab.corruptions.writer import balanced_subset
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.data.ood import CorruptionSet
+from cifar_lab.data.subsets import balanced_subset
 
 # the tests share one written set (a module fixture): one worker runs them all
 pytestmark = pytest.mark.xdist_group("corrupt_cli")

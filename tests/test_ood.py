@@ -3,6 +3,7 @@ downloads (fetched from local file:// URLs, never the network) and the report ar
 
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 import urllib.error
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision.datasets.utils
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
 from support import compose_config
@@ -269,3 +271,49 @@ def test_reference_csv_without_severity_columns_is_rejected(tmp_path):
 
     with pytest.raises(CifarLabError, match="lacks columns"):
         read_severity_table(tmp_path / "ref.csv")
+
+
+# --- a subset ----------------------------------------------------------------------------
+def test_a_subset_scores_the_named_corruptions_and_n_balanced_images_per_severity(tmp_path):
+    cifar_c(tmp_path, ["fog", "snow", "frost"], per_severity=20, num_classes=10)
+    ood = ood_set("cifar10c", tmp_path, "ood.names=[snow,fog]", "ood.per_severity=5")
+
+    sets = ood.image_sets()
+
+    assert [s.name for s in sets] == ["snow", "fog"]  # the config's order
+    fog = sets[1]
+    assert fog.num_images == 25 and [b.stop - b.start for b in fog.blocks] == [5] * 5
+    blocks = [fog.labels[b] for b in fog.blocks]
+    assert all(np.array_equal(block, blocks[0]) for block in blocks)  # the same images per block
+    assert len(set(blocks[0].tolist())) == 5  # five classes, one image each
+    whole = np.load(tmp_path / "fog.npy")
+    first = np.flatnonzero((whole[:20] == fog.read(0, 1)[0]).all(axis=(1, 2, 3)))
+    assert first.size == 1 and np.array_equal(fog.read(5, 6)[0], whole[20 + first[0]])
+
+
+def test_a_subset_is_the_same_for_the_same_seed(tmp_path):
+    cifar_c(tmp_path, ["fog"], per_severity=20, num_classes=10)
+
+    def labels(*overrides):
+        return ood_set("cifar10c", tmp_path, "ood.per_severity=4", *overrides).image_sets()[0]
+
+    assert np.array_equal(labels().read(0, 4), labels().read(0, 4))
+    assert not np.array_equal(labels().read(0, 4), labels("ood.seed=1").read(0, 4))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("ood.names=[fgo]", r"ood.names has 'fgo', not a corruption .* \(did you mean fog\?\)"),
+        ("ood.per_severity=0", r"ood.per_severity=0 is not a number of images"),
+        ("ood.per_severity=21", r"ood.per_severity=21 is out of range; expected 1..20"),
+    ],
+)  # fmt: skip
+def test_a_bad_subset_is_one_line(tmp_path, override, expected):
+    cifar_c(tmp_path, ["fog"], per_severity=20, num_classes=10)
+
+    with pytest.raises((CifarLabError, InstantiationException)) as err:
+        ood_set("cifar10c", tmp_path, override).image_sets()
+
+    cause = err.value.__cause__ if isinstance(err.value, InstantiationException) else err.value
+    assert re.search(expected, str(cause)) and "\n" not in str(cause)

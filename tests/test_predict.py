@@ -362,3 +362,23 @@ def test_ood_figures_are_titled_with_what_was_scored(
 def test_nothing_to_score_is_an_error(smoke_ckpt, tmp_path):
     with pytest.raises(CifarLabError, match="leaves nothing to score"):
         predict(predict_cfg(smoke_ckpt, tmp_path / "out", "clean=false"))
+
+
+def test_predict_scores_a_subset_of_a_corruption_set(tiny_checkpoint, cifar100_root, tmp_path):
+    labels = np.tile(np.arange(20), 5)
+    images = {"fog": random_images(100), "snow": random_images(100, seed=1)}
+    ood = write_corruption_set(tmp_path / "c", images, labels)
+    out = tmp_path / "out"
+
+    metrics = predict(
+        predict_cfg(tiny_checkpoint, out, f"data.root={cifar100_root}", "ood=cifar100c",
+                    f"ood.root={ood}", "ood.names=[fog]", "ood.per_severity=4", "clean=false")
+    )  # fmt: skip
+
+    named = {key.split("/")[2] for key in metrics if key.startswith("ood/acc/")}
+    assert {name for name in named if not name.startswith("mean")} == {"fog"}
+    assert "mean_benchmark" not in named  # 1 of the 15: a partial mean is not the benchmark's
+    rows = list(csv.DictReader((out / "ood_accuracy.csv").open()))
+    assert [row["corruption"] for row in rows] == ["fog"]
+    # 4 images a severity: every accuracy is a multiple of 1/4
+    assert all(4 * metrics[f"ood/acc/fog/{s}"] % 1 == 0 for s in range(1, 6))

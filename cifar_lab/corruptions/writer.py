@@ -32,27 +32,6 @@ from cifar_lab.files import atomic_write, write_json
 LABELS, MANIFEST, GRID = CIFAR_C.labels_file, "manifest.json", "corruptions.png"
 
 
-def balanced_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of `n` images spread as evenly over the classes as the split allows.
-
-    Images are ranked within their class in a seeded random order and taken rank by rank, so
-    class counts differ by at most one (where every class has enough images).
-    """
-    if n is None:
-        return np.arange(len(labels))
-    if not 0 < n <= len(labels):
-        raise CifarLabError(
-            f"corrupt.n={n} is out of range; expected 1..{len(labels)} (the test split's size) "
-            f"or null for all of it"
-        )
-    order = np.random.default_rng(seed).permutation(len(labels))
-    ranks = np.empty(len(labels), dtype=np.int64)
-    for label in np.unique(labels):
-        members = order[labels[order] == label]
-        ranks[members] = np.arange(len(members))
-    return np.sort(order[np.argsort(ranks[order], kind="stable")][:n])
-
-
 def versions() -> dict[str, str]:
     try:
         own = importlib.metadata.version("cifar-lab")

@@ -27,6 +27,7 @@ from cifar_lab.data.pipelines import (
     resolve_backend,
     resolve_batched_on,
 )
+from cifar_lab.data.subsets import class_interleaved
 from cifar_lab.data.transforms import Transforms, build_transforms
 from cifar_lab.errors import CifarLabError
 from cifar_lab.speed import usable_cores
@@ -50,19 +51,6 @@ def check_batch_size(key: str, value: Any) -> None:
         raise CifarLabError(
             f"data.{key}={value!r} is invalid; expected an integer >= 1, e.g. data.{key}=128"
         )
-
-
-def class_interleaved(labels: np.ndarray) -> np.ndarray:
-    """An order of `labels` that takes one image of each class in turn (class 0, 1, ..., then
-    the second of each): any prefix, such as `trainer.limit_val_batches` / `limit_test_batches`
-    score, covers the classes evenly even when the split is sorted by class. A whole split
-    scores the same in any order."""
-    labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    rank = np.empty(len(labels), dtype=np.int64)  # the image's place within its class
-    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    rank[order] = np.arange(len(labels)) - np.repeat(starts, counts)
-    return np.lexsort((labels, rank))
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

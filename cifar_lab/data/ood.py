@@ -10,6 +10,7 @@ The datamodule serves each file as an `ImageSet` whose batches never cross a sev
 
 from __future__ import annotations
 
+import difflib
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torchvision.datasets.utils import download_url
 
 from cifar_lab.data.cifar_c import CIFAR_C
 from cifar_lab.data.datasets import fetch_archive
+from cifar_lab.data.subsets import balanced_subset
 from cifar_lab.errors import CifarLabError
 
 
@@ -216,6 +218,10 @@ class CorruptionSet:
     (None) means the layout's lists, the 15 papers average over and the paper's 4 others.
     Reads whichever of them are present; with `download` and any of them missing,
     fetches the archive (Zenodo) and unpacks it so the files sit directly in `root`.
+
+    A subset, as RobustBench's `n_examples`: `names` scores only these corruptions, and
+    `per_severity` only that many images of each severity block, class-balanced and chosen with
+    `seed` (the same images in every block and every corruption).
     """
 
     def __init__(
@@ -231,11 +237,25 @@ class CorruptionSet:
         download: bool = False,
         reference_csv: str | None = None,
         name: str = "cifar100c",
+        names: Sequence[str] | None = None,
+        per_severity: int | None = None,
+        seed: int = 0,
     ):
         self.root, self.name, self.num_classes = Path(root).expanduser(), name, num_classes
         self.benchmark = list(CIFAR_C.benchmark if benchmark is None else benchmark)
         extra = CIFAR_C.extra if extra is None else extra
         self.corruptions = self.benchmark + [c for c in extra if c not in self.benchmark]
+        if names is not None:
+            # `benchmark` stays whole: a mean over a part of it is named as partial
+            self.corruptions = chosen_names(names, self.corruptions)
+        if per_severity is not None and (
+            not isinstance(per_severity, int) or isinstance(per_severity, bool) or per_severity < 1
+        ):
+            raise CifarLabError(
+                f"ood.per_severity={per_severity!r} is not a number of images; expected an "
+                f"integer >= 1 (e.g. ood.per_severity=1000) or null for every image"
+            )
+        self.per_severity, self.seed = per_severity, seed
         self.url, self.md5, self.archive_folder = url, md5, archive_folder
         self.download = download
         self.reference_csv = Path(reference_csv).expanduser() if reference_csv else None
@@ -296,10 +316,42 @@ class CorruptionSet:
         return check_labels(self.labels_path, self.num_classes, expected)
 
     def image_sets(self) -> list[ImageSet]:
-        """One labelled set per corruption file present; files and labels are checked first."""
+        """One labelled set per corruption file present; files and labels are checked first.
+        With `per_severity`, each set holds only the chosen images, read once into memory."""
         files = self.files()
         labels = self.labels(files)
-        return [file.image_set(labels) for file in files]
+        if self.per_severity is None:
+            return [file.image_set(labels) for file in files]
+        per_file = files[0].per_severity
+        key = "ood.per_severity"
+        chosen = balanced_subset(labels[:per_file], self.per_severity, self.seed, key)
+        rows = np.concatenate([chosen + block.start for block in CIFAR_C.blocks(per_file)])
+        return [
+            ImageSet(
+                file.name,
+                np.ascontiguousarray(file.open()[rows]),
+                CIFAR_C.blocks(len(chosen)),
+                labels[rows],
+            )
+            for file in files
+        ]
+
+
+def chosen_names(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    """`ood.names`, checked against the set's corruptions (a did-you-mean for a typo)."""
+    if isinstance(names, str) or not names:
+        raise CifarLabError(
+            f"ood.names={names!r} is not a list of corruptions; write e.g. ood.names=[fog,snow]"
+        )
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            guess = f" (did you mean {close[0]}?)" if close else ""
+            raise CifarLabError(
+                f"ood.names has {name!r}, not a corruption of this set{guess}; expected some of "
+                f"{', '.join(known)}"
+            )
+    return [c for c in known if c in names]
 
 
 OODSet = LeaderboardSet | CorruptionSet
