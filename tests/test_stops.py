@@ -82,3 +82,21 @@ def test_corrupt_stops_cleanly_on_sigterm(cifar100_root: Path, tmp_path: Path) -
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     record = json.loads((job / "metrics.json").read_text())
     assert record["status"] == "terminated" and record["signal"] == "SIGTERM"
+
+
+def test_ctrl_c_in_training_saves_and_ends_interrupted_with_the_resume_command(
+    train_cfg, tmp_path: Path
+) -> None:
+    stop = ["+callbacks.stop._target_=faults.SignalAt", "+callbacks.stop.signal=SIGINT",
+            "+callbacks.stop.batch=0"]  # fmt: skip
+    cfg = train_cfg(*TINY_CONVNET, "logger=none", *stop)
+
+    with pytest.raises(SystemExit) as exited:
+        train(cfg)
+
+    assert exited.value.code == 130
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGINT"
+    assert "ckpt_path=auto" in record["resume_command"]
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt").raw["global_step"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back

@@ -1,12 +1,13 @@
-"""SIGTERM and SIGUSR1 (what SLURM sends before it preempts or times out a job): stop after the
-current batch, save the training state, and tell the caller how to resume.
+"""SIGTERM and SIGUSR1 (what SLURM sends before it preempts or times out a job) and Ctrl-C
+(SIGINT): stop after the current batch, save the training state, and tell the caller how to
+resume.
 
 Lightning 2.x already turns SIGTERM into a `SIGTERMException` at the next batch or epoch end,
 but that is a `SystemExit` with code 0 (a scheduler sees a success) and saves nothing. Here the
 signals are recorded by `PreemptionHandler`, training stops at the next train batch end (or
 where Lightning stops for SIGTERM) and `on_exception` saves `last.ckpt`; the run's record
-(`runs.record`) marks it `terminated` with the resume command its entry point gives, and it
-exits with 128 + the signal number (143 for SIGTERM).
+(`runs.record`) marks it `terminated` (`interrupted` for Ctrl-C) with the resume command its
+entry point gives, and it exits with 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C).
 
 A signal at an epoch boundary (after the epoch's last.ckpt) resumes bit-exactly; one in the
 middle of an epoch saves that mid-epoch state, which Lightning resumes from a fresh data
@@ -26,7 +27,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from cifar_lab.runs.record import Stopped, stop_signal
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Ctrl-C (SIGINT) too: Lightning would turn it into a bare exit 1 and save nothing. A second
+# Ctrl-C stops at once, as a user who presses it twice expects.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class PreemptionHandler(Callback):
@@ -40,6 +43,8 @@ class PreemptionHandler(Callback):
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def install(self) -> PreemptionHandler:
         """Handle the signals from now on (Lightning adds its own SIGTERM notice on top)."""
