@@ -1,4 +1,5 @@
-"""Result files written atomically (JSON, CSV, any stream), for every layer.
+"""Result files written atomically (JSON, CSV, any stream), for every layer; a full disk or a
+read-only folder is one line naming the folder (and the free space), not a traceback.
 
 Results are written to a temporary file in the destination folder, flushed to disk and then
 renamed over the target (`os.replace` is atomic within one filesystem), so a kill at any moment
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,13 +22,18 @@ from typing import IO, Any
 
 import torch
 
+from cifar_lab.errors import CifarLabError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; on success it replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise unwritable(path, err) from err
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; results are shared files
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
@@ -33,10 +41,48 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Itera
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise unwritable(path, err) from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# a full disk or quota, a read-only filesystem, a folder the user may not write
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def unwritable(path: Path, err: OSError, needed: int | None = None) -> OSError | CifarLabError:
+    """A one-line error for writing `path` where it cannot be written (other OS errors as they
+    are): the folder, why, and for a full disk the free space (and what was needed)."""
+    if err.errno not in UNWRITABLE:
+        return err
+    folder = path.parent
+    why = os.strerror(err.errno).lower()
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        want = f", {needed / 2**20:,.0f} MiB needed" if needed else ""
+        return CifarLabError(
+            f"cannot write {path.name} in {folder}: {why} ({free / 2**20:,.0f} MiB free{want}); "
+            f"free space there or write elsewhere (hydra.run.dir=<folder on another disk>)"
+        )
+    return CifarLabError(
+        f"cannot write {path.name} in {folder}: {why}; write elsewhere (hydra.run.dir=<a folder "
+        f"you can write>) or make it writable"
+    )
+
+
+def reserve(path: Path, size: int) -> None:
+    """Allocate `size` bytes of `path` on disk now, so a full disk is an error here and not a
+    SIGBUS later, when a memory map of the file writes into a page the disk cannot hold."""
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as err:
+        raise unwritable(path, err, needed=size) from err
 
 
 def current_umask() -> int:

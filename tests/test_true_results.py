@@ -3,14 +3,18 @@ listed twice, a failed job's multi-line error in the sweep report."""
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from support import TINY_CONVNET, compose_config, tiny_data
 
 from cifar_lab.corrupt import write_set
+from cifar_lab.corruptions import get_corruptions
+from cifar_lab.corruptions.writer import write_corruption
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train
@@ -57,3 +61,40 @@ def test_a_bad_corrupt_setting_is_one_line(cifar100_root, tmp_path, setting, exp
 
     with pytest.raises(CifarLabError, match=expected):
         write_set(cfg)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 512 vs 418"),
+    ],
+    ids=["enospc", "torch-zip-writer"],
+)
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(train_cfg, monkeypatch, failure):
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"PK")  # part of a file, as a disk that fills up leaves
+        raise failure
+
+    monkeypatch.setattr("cifar_lab.runs.saving.torch.save", full_disk)
+    cfg = train_cfg(*TINY_CONVNET, "logger=none")
+
+    full = r"cannot write (last|best).ckpt in .*: no space left on device \([\d,]+ MiB free\); "
+    with pytest.raises(CifarLabError, match=full + "free space there or write elsewhere"):
+        train(cfg)
+
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert not list(folder.glob(".*.tmp"))  # no partial file left
+    assert json.loads((folder.parent / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_corruption_file_is_reserved_before_it_is_mapped(tmp_path, monkeypatch) -> None:
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("cifar_lab.files.os.posix_fallocate", no_space)
+
+    with pytest.raises(CifarLabError, match=r"cannot write \.fog\.npy\.tmp in .*MiB needed"):
+        write_corruption(tmp_path / "fog.npy", get_corruptions(["fog"])[0],
+                         np.zeros((4, 32, 32, 3), np.uint8), seed=0, batch_size=4)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # the temp file is gone, nothing was mapped

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cifar_lab.corruptions import CORRUPTIONS, Corruption, corruption_rng, describe
 from cifar_lab.data.cifar_c import CIFAR_C
 from cifar_lab.errors import CifarLabError
-from cifar_lab.files import atomic_write, write_json
+from cifar_lab.files import atomic_write, reserve, write_json
 
 LABELS, MANIFEST, GRID = CIFAR_C.labels_file, "manifest.json", "corruptions.png"
 
@@ -122,6 +122,7 @@ def write_corruption(
         blocks = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(CIFAR_C.images_per_file(n), *images.shape[1:])
         )
+        reserve(tmp, tmp.stat().st_size)  # a full disk fails here, not as a SIGBUS mid-write
         for severity in CIFAR_C.severities:
             rng = corruption_rng(seed, corruption.name, severity)
             offset = CIFAR_C.block(severity, n).start

@@ -184,8 +184,16 @@ class RunRecord:
         self.metrics.update(values)
 
     def write(self) -> None:
-        if self.writes:
+        """metrics.json as it stands; a record that cannot be written (a full disk) is said in
+        the log, and never hides the error that ended the run."""
+        if not self.writes:
+            return
+        try:
             write_json(self.path, self.metrics)
+        except CifarLabError as err:
+            if self.status == "running":
+                raise
+            log.error("the run's record was not saved: %s", err)
 
     def __enter__(self) -> RunRecord:
         self._earlier = read_record(self.run_dir) if self.writes else {}

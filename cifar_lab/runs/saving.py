@@ -11,13 +11,16 @@ checkpoint or the new one, and no temp file outside the run folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from cifar_lab.files import atomic_write
+from cifar_lab.files import atomic_write, unwritable
+
+ZIP_WRITE_FAILED = ("unexpected pos", "file write failed")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -30,8 +33,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options: {storage_options}")
         path = Path(path)
         remove_stale_temp_files(path)
-        with atomic_write(path, "wb") as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_write(path, "wb") as f:
+                torch.save(checkpoint, f)
+        except RuntimeError as err:
+            # torch's zip writer reports a write the disk refused (a full disk) as "unexpected
+            # pos"; the temp file is gone already (atomic_write), the old checkpoint kept.
+            if not any(sign in str(err) for sign in ZIP_WRITE_FAILED):
+                raise
+            raise unwritable(path, OSError(errno.ENOSPC, "No space left on device")) from err
 
 
 def remove_stale_temp_files(path: Path) -> None:
