@@ -181,3 +181,26 @@ def test_the_figure_is_titled_and_counts_epochs_from_one(sweep: Path) -> None:
     assert figure._suptitle.get_text() == "multirun: 5 jobs"
     curves = figure.axes[-1].get_lines()
     assert curves and all(line.get_xdata()[0] == 1 for line in curves)
+
+
+@pytest.mark.parametrize(
+    ("damaged", "content"),
+    [
+        ("metrics.json", '{"status": "finished", "val/acc_best": "abc", "epochs_completed": "x"}'),
+        ("metrics.json", "[1, 2]"),
+        (".hydra/overrides.yaml", "{a: ["),
+        (".hydra/config.yaml", None),  # deleted
+    ],
+    ids=["text-metric", "list-record", "bad-yaml", "no-config"],
+)
+def test_a_damaged_job_file_is_shown_not_a_traceback(sweep: Path, damaged, content) -> None:
+    path = sweep / "0" / damaged
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+
+    rows = {row["job"]: row for row in table_rows(write_sweep_report(sweep))}
+
+    assert len(rows) == 5 and rows["1"]["status"] == "finished"
+    assert rows["0"]["val/acc_best"] in ("", "0.5")  # no value, or its CSV log's

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from support import TINY_CONVNET, compose_config, tiny_data
 from cifar_lab.corrupt import write_set
 from cifar_lab.corruptions import get_corruptions
 from cifar_lab.corruptions.writer import write_corruption
+from cifar_lab.data.datasets import load_cifar
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train
@@ -98,3 +100,31 @@ def test_a_corruption_file_is_reserved_before_it_is_mapped(tmp_path, monkeypatch
         write_corruption(tmp_path / "fog.npy", get_corruptions(["fog"])[0],
                          np.zeros((4, 32, 32, 3), np.uint8), seed=0, batch_size=4)  # fmt: skip
     assert list(tmp_path.iterdir()) == []  # the temp file is gone, nothing was mapped
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", "null", "a folder"])
+def test_a_damaged_manifest_is_a_different_set_not_a_traceback(cifar100_root, tmp_path, manifest):
+    out = tmp_path / "set"
+    out.mkdir()
+    if manifest == "a folder":
+        (out / "manifest.json").mkdir()
+        expected = r"holds a manifest.json that is not a file"
+    else:
+        (out / "manifest.json").write_text(manifest)
+        (out / "fog.npy").write_bytes(b"")  # a file of some set
+        expected = r"already holds a different set \(it has no manifest.json\)"
+    cfg = compose_config(
+        "corrupt", [*tiny_data(cifar100_root), f"corrupt.out={out}", "corrupt.names=[fog]"]
+    )
+
+    with pytest.raises(CifarLabError, match=expected):
+        write_set(cfg)
+
+
+def test_a_missing_test_file_is_named_as_such(cifar100_root, tmp_path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(cifar100_root, root)
+    (root / "cifar-100-python" / "test").unlink()
+
+    with pytest.raises(CifarLabError, match=r"cifar100 files \['test'\] are missing in"):
+        load_cifar("cifar100", root, train=True, download=False, check_integrity=False)

@@ -84,12 +84,19 @@ def prepare_out(out: Path, manifest: dict[str, Any], overwrite: bool) -> list[st
     missing after a killed run of the same settings, all of them for a new folder. A different
     set there is refused, or cleared with `overwrite`."""
     everything = list(manifest["corruptions"])
+    if (out / MANIFEST).exists() and not (out / MANIFEST).is_file():
+        raise CifarLabError(
+            f"corrupt.out={out} holds a {MANIFEST} that is not a file (a folder?); remove it or "
+            f"choose another corrupt.out"
+        )
     existing = our_files(out)
     if not existing:
         return everything
     old: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         old = json.loads((out / MANIFEST).read_text())
+    if not isinstance(old, dict):  # a damaged manifest describes no set
+        old = {}
     done = old.pop("complete", False)
     if old == manifest:
         missing = missing_files(out, manifest)

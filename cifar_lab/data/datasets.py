@@ -210,7 +210,6 @@ def load_cifar(
     cls = dataset_class(name, check_integrity)
     root = outer_root(name, root)
     folder = dataset_dir(name, root)
-    split = "train" if train else "test"
     files = [f for f, _ in cls.train_list + cls.test_list]
     if not download and not folder.is_dir():
         raise CifarLabError(
@@ -235,7 +234,7 @@ def load_cifar(
     missing = [file for file in failing if not (folder / file).is_file()]
     if missing:
         raise CifarLabError(
-            f"{name} {split} files {missing} are missing in {folder}; delete the folder and set "
+            f"{name} files {missing} are missing in {folder}; delete the folder and set "
             f"data.download=true to fetch them, or point data.root at a full copy"
             f"{other_cifar_hint(name, root)}"
         )

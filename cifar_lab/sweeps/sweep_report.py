@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.files import write_csv
@@ -59,10 +62,30 @@ class Job:
 
 
 # --- reading a job ----------------------------------------------------------------------
+# What a damaged or half-written job file raises when read (it is shown, never a traceback).
+UNREADABLE = (
+    OSError,
+    ValueError,
+    TypeError,
+    yaml.YAMLError,
+    OmegaConfBaseException,
+    HydraException,
+)
+
+
+def number(value: Any) -> float | int | None:
+    """A value of a job's record as a number, None unless it is one (a damaged record)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def read_overrides(job_dir: Path) -> dict[str, Any]:
-    """The job's command-line overrides as {key: value}, parsed by Hydra's own grammar."""
-    lines = OmegaConf.to_container(OmegaConf.load(job_dir / JOB_OVERRIDES))
-    parsed = OverridesParser.create().parse_overrides(list(lines or []))
+    """The job's command-line overrides as {key: value}, parsed by Hydra's own grammar; {} when
+    the file is damaged."""
+    try:
+        lines = OmegaConf.to_container(OmegaConf.load(job_dir / JOB_OVERRIDES))
+        parsed = OverridesParser.create().parse_overrides([str(line) for line in lines or []])
+    except UNREADABLE:
+        return {}
     return {override.key_or_group: override.value() for override in parsed}
 
 
@@ -110,9 +133,9 @@ def read_job(job_dir: Path, sweep_dir: Path, metric: str) -> Job:
         name=str(job_dir.relative_to(sweep_dir)),
         path=job_dir,
         status=status if status in STATUS_ORDER else "unfinished",
-        value=metrics.get(metric, values[-1] if values else None),
+        value=number(metrics.get(metric, values[-1] if values else None)),
         params=read_overrides(job_dir),
-        epochs=metrics.get("epochs_completed", int(epochs[-1]) + 1 if epochs else None),
+        epochs=number(metrics.get("epochs_completed", int(epochs[-1]) + 1 if epochs else None)),
         note=notes.get(status, ""),
         log=log,
     )
@@ -153,10 +176,14 @@ def ranked(jobs: Sequence[Job], mode: str) -> list[Job]:
 def default_metric_and_mode(job_dir: Path) -> tuple[str, str]:
     """The sweep's own `optimized_metric` and the sweeper's direction (maximize unless it says
     minimize), from the job's saved Hydra config."""
-    config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml")
-    metric = config.get("optimized_metric") or DEFAULT_METRIC
-    direction = OmegaConf.select(hydra_cfg, "hydra.sweeper.direction", default="maximize")
+    try:
+        config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml")
+        metric = config.get("optimized_metric") or DEFAULT_METRIC
+        direction = OmegaConf.select(hydra_cfg, "hydra.sweeper.direction", default="maximize")
+    except UNREADABLE:  # a damaged job: the defaults
+        return DEFAULT_METRIC, "max"
+    metric = metric if isinstance(metric, str) else DEFAULT_METRIC
     return metric, "min" if str(direction).lower().startswith("min") else "max"
 
 
@@ -289,9 +316,10 @@ def write_sweep_report(
     sweep_dir = Path(sweep_dir)
     job_dirs = sweep_jobs(sweep_dir)
     default_metric, default_mode = default_metric_and_mode(job_dirs[0])
-    metric, mode = metric or default_metric, mode or default_mode
+    asked, metric, mode = metric, metric or default_metric, mode or default_mode
     jobs = ranked([read_job(job_dir, sweep_dir, metric) for job_dir in job_dirs], mode)
-    check_metric(metric, jobs, sweep_dir)
+    if asked:  # a typo of --metric; the sweep's own metric may not be logged yet
+        check_metric(metric, jobs, sweep_dir)
     keys = swept_keys(jobs)
     header, rows = table(jobs, metric, keys)
     write_csv(sweep_dir / "report.csv", header, rows)
