@@ -30,7 +30,7 @@ from cifar_lab.build import (
     check_stored_network,
 )
 from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_output
-from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule
+from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule, check_img_size
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.evaluate import (
@@ -97,6 +97,7 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
                 )
     run_cfg = run_config(checkpoint, cfg)
     tta = build_tta(cfg.tta)
+    check_img_size(run_cfg.data.img_size)
     if tta is not None:
         tta.check_fits(int(run_cfg.data.img_size))
     module = build_module(run_cfg, OmegaConf.to_container(run_cfg), tta=tta)

@@ -43,6 +43,7 @@ def user_error(call: Callable[[], object], expected: str) -> str:
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing; expected .* >= 1"),
         ("+augment.crop.size=28", r"augment.crop has unknown keys \['size'\]; expected only"),
         ("loss.label_smoothing=2", r"loss.label_smoothing=2 is out of range; expected .* \[0, 1\)"),
+        ("data.img_size=-5", r"data.img_size=-5 is invalid; expected an integer from 8 to 2048"),
     ],
 )
 def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, expected) -> None:
@@ -69,6 +70,7 @@ def never_scores(monkeypatch: pytest.MonkeyPatch) -> None:
         (["tta=shift", "tta.distances=[1,32]"], r"shift by up to 32 pixels .* is 32 x 32"),
         (["tta=shift", "tta.padding=zeros", "tta.distances=[40]"], r"expected distances < 32"),
         (["tta=shift", "tta.distances=[1.7]"], r"tta.distances=\[1.7\] is invalid"),
+        (["tta=shift", "+data.img_size=-5"], r"data.img_size=-5 is invalid"),  # not the TTA
     ],
 )
 def test_a_bad_predict_value_is_one_line_before_scoring(

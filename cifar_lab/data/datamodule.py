@@ -53,6 +53,15 @@ def check_batch_size(key: str, value: Any) -> None:
         )
 
 
+def check_img_size(value: Any) -> None:
+    """The side models see; checked first, so no later check (TTA shifts, a resize) names it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 2048:
+        raise CifarLabError(
+            f"data.img_size={value!r} is invalid; expected an integer from 8 to 2048: 32 is "
+            f"CIFAR's own size, 96 or 224 upscale for ImageNet-pretrained stems"
+        )
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded permutation cut into (train, val) index arrays; same seed, same split."""
     if not 0.0 <= val_fraction < 1.0:
@@ -98,6 +107,7 @@ class CIFARDataModule(L.LightningDataModule):
         train_views: int = 1,
     ):
         super().__init__()
+        check_img_size(img_size)
         check_batch_size("batch_size", batch_size)
         if eval_batch_size is not None:
             check_batch_size("eval_batch_size", eval_batch_size)
