@@ -18,6 +18,8 @@ from cifar_lab.corruptions import get_corruptions
 from cifar_lab.corruptions.writer import write_corruption
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.errors import CifarLabError
+from cifar_lab.evaluation.calibration import reliability_bins
+from cifar_lab.evaluation.plots import reliability_figure
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train
 
@@ -128,3 +130,16 @@ def test_a_missing_test_file_is_named_as_such(cifar100_root, tmp_path) -> None:
 
     with pytest.raises(CifarLabError, match=r"cifar100 files \['test'\] are missing in"):
         load_cifar("cifar100", root, train=True, download=False, check_integrity=False)
+
+
+def test_the_reliability_diagram_shows_the_images_per_bin() -> None:
+    rng = np.random.default_rng(0)
+    confidences = rng.random(200)
+    bins = reliability_bins(confidences, rng.random(200) < confidences)
+
+    figure = reliability_figure({"severity 5": bins}, "cifar100c calibration: severity 5")
+
+    diagram, counts = figure.axes
+    heights = [bar.get_height() for bar in counts.patches]
+    assert heights == bins.count.tolist() and sum(heights) == 200
+    assert counts.get_ylabel() == "images per bin" and len(diagram.get_lines()) == 2

@@ -101,7 +101,8 @@ def evaluate_corruptions(
     """Accuracy and ECE per corruption x severity with their means (see `summary_groups`),
     the corruptions seen in training (from the `augment` config the model was trained with),
     mCE against `ood.reference_csv`; ood_accuracy.csv, ood_ece.csv, ood_severity.csv (+
-    ood_mce.csv), the bar chart, the severity curves and reliability.png (clean vs severity 5),
+    ood_mce.csv), the bar chart, the severity curves and reliability.png (clean, when scored,
+    vs severity 5),
     titled with `caption` (what was scored: checkpoint, TTA, set)."""
     accuracy: dict[str, list[float]] = {}
     ece: dict[str, list[float]] = {}
@@ -149,7 +150,9 @@ def evaluate_corruptions(
     curves[f"severity 5, mean over {len(hardest)} corruptions"] = reliability_bins(
         confidences, correct
     )
-    title = f"{ood.name} calibration: clean vs severity 5\n{caption}"
+    title = (
+        f"{ood.name} calibration: {' vs '.join(name.split(',')[0] for name in curves)}\n{caption}"
+    )
     plot_reliability(out_dir / "reliability.png", curves, title)
     if ood.reference_csv is not None:
         metrics.update(mce_report(accuracy, read_severity_table(ood.reference_csv), ood, out_dir))

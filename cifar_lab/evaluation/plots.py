@@ -106,17 +106,27 @@ def plot_severity_curves(
     return save(fig, path)
 
 
-def plot_reliability(path: Path, curves: Mapping[str, ReliabilityBins], title: str) -> Path:
+def reliability_figure(curves: Mapping[str, ReliabilityBins], title: str) -> Figure:
     """Reliability diagram: accuracy against confidence per bin for each curve (the diagonal
-    is perfect calibration; below it the model is over-confident)."""
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot()
+    is perfect calibration; below it the model is over-confident), and below it how many
+    images each bin holds (a point of 3 images says little)."""
+    fig = Figure(figsize=(5, 6.2), layout="constrained")
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    for name, bins in curves.items():
+    width = 1 / len(next(iter(curves.values())).count) if curves else 0.1
+    for i, (name, bins) in enumerate(curves.items()):
         filled = bins.count > 0
         ax.plot(bins.confidence[filled], bins.accuracy[filled], marker="o", label=name)
-    ax.set(xlabel="confidence (max softmax)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        left = np.arange(len(bins.count)) * width + i * width / len(curves)
+        counts.bar(left, bins.count, width / len(curves), align="edge", label=name)
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    return save(fig, path)
+    counts.set(xlabel="confidence (max softmax)", ylabel="images per bin")
+    counts.grid(alpha=0.3)
+    return fig
+
+
+def plot_reliability(path: Path, curves: Mapping[str, ReliabilityBins], title: str) -> Path:
+    return save(reliability_figure(curves, title), path)
