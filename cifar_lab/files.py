@@ -111,10 +111,17 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return Path(path)
 
 
+def cell(value: Any) -> Any:
+    """A CSV cell: None empty, a float to 6 decimals (no 0.30000000000000004 from a mean)."""
+    if value is None:
+        return ""
+    return round(value, 6) if isinstance(value, float) else value
+
+
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """A CSV with a header row and `\\n` line ends, atomically; None cells are written empty."""
+    """A CSV with a header row and `\\n` line ends, atomically; see `cell` for the values."""
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(["" if v is None else v for v in row] for row in rows)
+        writer.writerows([cell(v) for v in row] for row in rows)
     return Path(path)

@@ -19,7 +19,8 @@ from cifar_lab.corruptions.writer import write_corruption
 from cifar_lab.data.datasets import load_cifar
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.calibration import reliability_bins
-from cifar_lab.evaluation.plots import reliability_figure
+from cifar_lab.evaluation.plots import plot_severity_curves, reliability_figure
+from cifar_lab.files import write_csv
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.train import train
 
@@ -143,3 +144,25 @@ def test_the_reliability_diagram_shows_the_images_per_bin() -> None:
     heights = [bar.get_height() for bar in counts.patches]
     assert heights == bins.count.tolist() and sum(heights) == 200
     assert counts.get_ylabel() == "images per bin" and len(diagram.get_lines()) == 2
+
+
+def test_csv_numbers_carry_no_float_noise(tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", ["name", "mean"], [("fog", 0.1 + 0.2), ("snow", None)])
+
+    assert (tmp_path / "t.csv").read_text() == "name,mean\nfog,0.3\nsnow,\n"
+
+
+def test_severity_curves_that_coincide_stay_visible(tmp_path: Path, monkeypatch) -> None:
+    drawn = {}
+    monkeypatch.setattr(
+        "cifar_lab.evaluation.plots.save", lambda fig, path: drawn.setdefault("fig", fig)
+    )
+    same = [0.5, 0.4, 0.3, 0.2, 0.1]
+
+    plot_severity_curves(tmp_path / "s.png", {"mean_all": same, "mean_benchmark": same}, "acc", 0.6)
+
+    first, second = drawn["fig"].axes[0].get_lines()
+    assert list(first.get_ydata()) == list(second.get_ydata())
+    assert first.get_marker() != second.get_marker()
+    assert first.get_linestyle() != second.get_linestyle()
+    assert all(a != b for a, b in zip(first.get_xdata(), second.get_xdata(), strict=True))
