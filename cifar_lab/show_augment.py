@@ -92,13 +92,19 @@ def label_weights(weights: torch.Tensor, classes: Sequence[str]) -> str:
 def augmentation_grid(cfg: DictConfig) -> Path:
     """Draw the grid for `cfg` and save it to `cfg.output`."""
     check_grid_settings(cfg)
-    data = load_cifar(
-        cfg.data.name,
-        cfg.data.root,
-        cfg.split == "train",
-        cfg.data.download,
-        cfg.data.check_integrity,
-    )
+    try:
+        data = load_cifar(
+            cfg.data.name,
+            cfg.data.root,
+            cfg.split == "train",
+            cfg.data.download,
+            cfg.data.check_integrity,
+        )
+    except CifarLabError as err:
+        if cfg.split != "train" or "are missing" not in str(err):
+            raise
+        # a preview needs one split: the test split may be all this folder holds
+        raise CifarLabError(f"{err}; or preview the test split: split=test") from err
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
     transforms = build_transforms(augment, cfg.data.name, cfg.data.img_size)
     mean, std = transforms.mean, transforms.std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from support import compose_config, run_module, tiny_data
 
+from cifar_lab.errors import CifarLabError
 from cifar_lab.show_augment import augmentation_grid
 
 
@@ -74,3 +76,17 @@ def test_preview_shows_the_batched_backend_and_the_mixing_that_train(
     assert np.abs(batched.astype(float) - plain.astype(float)).mean() > 0.01
     assert mixed.shape[0] > plain.shape[0]  # a row of mixed images below the views
     assert mixed.shape[1] == plain.shape[1]
+
+
+def test_a_folder_of_the_test_split_alone_previews_with_split_test(cifar100_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(cifar100_root, root)
+    (root / "cifar-100-python" / "train").unlink()  # only the test split and the class names
+    settings = [*tiny_data(root), f"output={tmp_path / 'grid.png'}"]
+
+    with pytest.raises(CifarLabError, match=r"files \['train'\] are missing .*; or preview the "
+                       r"test split: split=test"):  # fmt: skip
+        augmentation_grid(compose_config("show_augment", settings))
+    path = augmentation_grid(compose_config("show_augment", [*settings, "split=test"]))
+
+    assert path.is_file()

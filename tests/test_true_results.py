@@ -130,7 +130,7 @@ def test_a_missing_test_file_is_named_as_such(cifar100_root, tmp_path) -> None:
     (root / "cifar-100-python" / "test").unlink()
 
     with pytest.raises(CifarLabError, match=r"cifar100 files \['test'\] are missing in"):
-        load_cifar("cifar100", root, train=True, download=False, check_integrity=False)
+        load_cifar("cifar100", root, train=False, download=False, check_integrity=False)
 
 
 def test_the_reliability_diagram_shows_the_images_per_bin() -> None:

@@ -139,9 +139,11 @@ def other_cifar_hint(name: str, root: str | Path) -> str:
     )
 
 
-def failing_files(cls: type[CIFAR10], folder: Path) -> list[str]:
-    """The layout's files that are missing in `folder` or fail its MD5 (None: presence only)."""
-    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+def failing_files(cls: type[CIFAR10], folder: Path, train: bool) -> list[str]:
+    """The split's files (and the class names) that are missing in `folder` or fail their MD5
+    (None: presence only); the other split may be absent (a folder of the test split alone)."""
+    split = cls.train_list if train else cls.test_list
+    files = [*split, [cls.meta["filename"], cls.meta["md5"]]]
     return [file for file, md5 in files if not md5_matches(str(folder / file), md5)]
 
 
@@ -230,7 +232,7 @@ def load_cifar(
             filename=cls.filename,
             md5=cls.tgz_md5,
         )
-    failing = failing_files(cls, folder)
+    failing = failing_files(cls, folder, train)
     missing = [file for file in failing if not (folder / file).is_file()]
     if missing:
         raise CifarLabError(
