@@ -13,7 +13,7 @@ neighbourhood shifts; the view generator here is a few tensor slices.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,20 @@ def shift_offsets(pattern: str | None, distances: Sequence[int]) -> list[tuple[i
     return [(int(d) * dy, int(d) * dx) for d in distances for dy, dx in NEIGHBOURHOODS[pattern]]
 
 
+def pad_border(images: torch.Tensor, pad: int, padding: str) -> torch.Tensor:
+    """`images` with `pad` pixels of border on each side. The first k border pixels are the same
+    for any pad >= k (reflect mirrors from the edge, zeros are zeros), so one padding by the
+    largest shift serves every view."""
+    mode = "reflect" if padding == "reflect" else "constant"
+    return F.pad(images, (pad, pad, pad, pad), mode=mode)
+
+
+def crop(padded: torch.Tensor, pad: int, dy: int, dx: int) -> torch.Tensor:
+    """The view shifted by (dy, dx) out of images padded by `pad`."""
+    height, width = padded.shape[-2] - 2 * pad, padded.shape[-1] - 2 * pad
+    return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
 def shift(images: torch.Tensor, dy: int, dx: int, padding: str = "reflect") -> torch.Tensor:
     """Move the content of (N, C, H, W) `images` down by `dy` and right by `dx` pixels:
     out[..., i, j] = images[..., i - dy, j - dx], filled at the border as `padding` says."""
@@ -58,10 +72,7 @@ def shift(images: torch.Tensor, dy: int, dx: int, padding: str = "reflect") -> t
     pad = max(abs(dy), abs(dx))
     if pad == 0:
         return images
-    mode = "reflect" if padding == "reflect" else "constant"
-    padded = F.pad(images, (pad, pad, pad, pad), mode=mode)
-    height, width = images.shape[-2:]
-    return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+    return crop(pad_border(images, pad, padding), pad, dy, dx)
 
 
 class TestTimeAugmentation:
@@ -109,22 +120,38 @@ class TestTimeAugmentation:
     def num_views(self) -> int:
         return len(self.view_specs)
 
+    def each_view(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Every view of (N, C, H, W) `images`, in `view_specs` order; the border is padded once
+        per flip, by the largest shift, and each shifted view is a crop of it."""
+        pad = max((max(abs(dy), abs(dx)) for _, (dy, dx) in self.view_specs), default=0)
+        sources: dict[bool, torch.Tensor] = {}
+        for flipped, (dy, dx) in self.view_specs:
+            if flipped not in sources:
+                source = images.flip(-1) if flipped else images
+                use_pad = pad and self.padding != "roll"
+                sources[flipped] = pad_border(source, pad, self.padding) if use_pad else source
+            if self.padding == "roll" or not pad:
+                yield shift(sources[flipped], dy, dx, self.padding)
+            else:
+                yield crop(sources[flipped], pad, dy, dx)
+
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """(views x N, C, H, W): view-major, so row v*N + i is view v of image i."""
-        flipped = images.flip(-1) if any(f for f, _ in self.view_specs) else None
-        return torch.cat(
-            [
-                shift(flipped if f else images, dy, dx, self.padding)
-                for f, (dy, dx) in self.view_specs
-            ]
-        )
+        return torch.cat(list(self.each_view(images)))
 
     def __call__(
         self, model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
     ) -> torch.Tensor:
-        """Class probabilities of `images`: the softmax of every view, averaged per image."""
-        probs = model(self.views(images)).float().softmax(dim=1)
-        return probs.view(self.num_views, len(images), -1).mean(dim=0)
+        """Class probabilities of `images`: the softmax of every view, averaged per image. Each
+        view is its own forward pass of N images, so a view costs what an image does (one pass
+        over views x N images was 1.3-1.5x slower per image on a CPU: `bench=predict`'s
+        `tta_overhead`)."""
+        total: torch.Tensor | None = None
+        for view in self.each_view(images):
+            probs = model(view).float().softmax(dim=1)
+            total = probs if total is None else total + probs
+        assert total is not None  # there is always at least one view
+        return total / self.num_views
 
     def __repr__(self) -> str:
         views, padding = self.num_views, self.padding
