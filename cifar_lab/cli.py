@@ -147,6 +147,8 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
                     guess = did_you_mean(str(value), options, f"{key}=")
                     fail(f"{key}={value} is not an option of {key}{guess}; options: {options}")
             chosen.append(f"{key}={override_values(override)[0]}")
+    if all(override.key_or_group in groups for override in parsed):
+        return  # no key to check: no need to compose (it costs a Hydra composition)
     cfg = composed(config_name, chosen)
     if cfg is None:
         return

@@ -44,7 +44,6 @@ from cifar_lab.runs.rebuild import given_by_overrides, rebuild_config
 from cifar_lab.runs.record import (
     FINISHED,
     RunRecord,
-    read_record,
     refuse_to_overwrite,
     stop_signal,
 )
@@ -145,7 +144,6 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         writes=is_global_zero(),
         resume_command=resume_command(output_dir, overrides),
     )
-    finished_before = read_record(output_dir).get("status") == FINISHED
     end_job: Callable[[], None] = lambda: end_process_group(in_multirun())  # noqa: E731
     preemption = PreemptionHandler(last_checkpoint(output_dir)).install()
     try:
@@ -155,7 +153,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
             if checkpoint is not None:
                 checkpoint.check_resumable()
-                check_finished_run(cfg, output_dir, checkpoint, finished_before)
+                check_finished_run(cfg, output_dir, checkpoint, record.finished_before)
                 cfg = resumed(cfg, checkpoint, overrides)
             run_config = OmegaConf.to_container(cfg, resolve=True)
             datamodule = build_datamodule(cfg)

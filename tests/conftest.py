@@ -96,39 +96,31 @@ def train_cfg(tmp_path: Path, cifar100_root: Path) -> Callable[..., DictConfig]:
     return make
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
-    """The last.ckpt of a one-epoch, two-batch tiny ConvNet run, trained once per session."""
+def trained_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, overrides: list[str], kept: str
+) -> Path:
+    """The `kept` checkpoint (`last_model_path`/`best_model_path`) of one tiny run with
+    `overrides`, trained once for the whole session (all xdist workers)."""
     from cifar_lab.train import train
 
     def make(run: Path) -> Path:
-        overrides = [
-            *tiny_data(cifar100_root),
-            *tiny_training(),
-            *TINY_CONVNET,
-            f"paths.output_dir={run}",
-            "logger=none",
-            "test=false",
-        ]
-        return Path(train(compose_train(overrides))["last_model_path"])
+        cfg = compose_train([*overrides, f"paths.output_dir={run}", "logger=none"])
+        return Path(train(cfg)[kept])
 
-    return made_once(tmp_path_factory, "tiny_run", make)
+    return made_once(tmp_path_factory, name, make)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
+    """The last.ckpt of a one-epoch, two-batch tiny ConvNet run, trained once per session."""
+    overrides = [*tiny_data(cifar100_root), *tiny_training(), *TINY_CONVNET, "test=false"]
+    return trained_once(tmp_path_factory, "tiny_run", overrides, "last_model_path")
 
 
 @pytest.fixture(scope="session")
 def smoke_ckpt(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
     """The best.ckpt of `experiment=smoke` with the tiny ConvNet, trained once per session."""
-    from cifar_lab.train import train
-
-    def make(run: Path) -> Path:
-        overrides = [
-            *tiny_data(cifar100_root),
-            f"paths.output_dir={run}",
-            *tiny_training(batches=3),
-            "experiment=smoke",
-            *TINY_CONVNET,
-            "logger=none",
-        ]
-        return Path(train(compose_train(overrides))["best_model_path"])
-
-    return made_once(tmp_path_factory, "smoke_run", make)
+    overrides = [
+        *tiny_data(cifar100_root), *tiny_training(batches=3), "experiment=smoke", *TINY_CONVNET
+    ]  # fmt: skip
+    return trained_once(tmp_path_factory, "smoke_run", overrides, "best_model_path")

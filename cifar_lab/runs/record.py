@@ -173,8 +173,13 @@ class RunRecord:
         self.stop_signals = tuple(stop_signals)
         self.metrics: dict[str, Any] = {}
         self._fields = fields
-        self._earlier: dict[str, Any] = {}
+        self.previous: dict[str, Any] = {}  # the record the folder held when the run began
         self._previous_handlers: dict[int, Any] = {}
+
+    @property
+    def finished_before(self) -> bool:
+        """Whether the folder held a finished run when this one began (a resume in place)."""
+        return self.previous.get("status") == FINISHED
 
     @property
     def status(self) -> str | None:
@@ -196,11 +201,12 @@ class RunRecord:
             log.error("the run's record was not saved: %s", err)
 
     def __enter__(self) -> RunRecord:
-        self._earlier = read_record(self.run_dir) if self.writes else {}
+        self.previous = read_record(self.run_dir)
+        earlier = dict(self.previous) if self.writes else {}
         self.metrics = {**running_status(now()), "run_dir": str(self.run_dir), **self._fields}
-        if self._earlier:
-            before = self._earlier.pop("earlier", [])
-            self.metrics["earlier"] = [*(before if isinstance(before, list) else []), self._earlier]
+        if earlier:
+            before = earlier.pop("earlier", [])
+            self.metrics["earlier"] = [*(before if isinstance(before, list) else []), earlier]
         self.write()
         for signum in self.stop_signals:
             self._previous_handlers[signum] = signal.signal(signum, self._stop)
