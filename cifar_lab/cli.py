@@ -233,9 +233,23 @@ def did_you_mean(value: str, choices: Sequence[str], prefix: str = "") -> str:
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
+# Lightning's Trainer keys that take a count (int) or a fraction (float): 1.0 is all the batches
+# and 1 is one batch, so an integer now does not make a float wrong.
+COUNT_OR_FRACTION = (
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "val_check_interval",
+)
+
+
 def check_type(key: str, node: Any, values: Sequence[Any]) -> None:
     """A number, integer or boolean key given a value of another type, in one line."""
     current = node._value() if isinstance(node, ValueNode) else None
+    if key.rsplit(".", 1)[-1] in COUNT_OR_FRACTION and isinstance(current, (int, float)):
+        current = float(current)  # either kind of number is right
     if current is None or isinstance(current, str):
         return  # untyped (null) or a string setting such as `auto`: the code checks it
     for value in values:

@@ -20,12 +20,15 @@ from cifar_lab.cli import check_command_line
         (["model=resnet5"], "not an option of model (did you mean model=resnet50?)"),
         (["modle=resnet50"], "modle is not a key of the train config (did you mean model?)"),
         (["data.batch_size=16,abc"], "data.batch_size='abc' is not an integer"),
+        (["experiment=smoke", "trainer.limit_val_batches=all"],
+         "trainer.limit_val_batches='all' is not a number"),
         (["experiment=smoke", "model.widthz=[8]"], "did you mean model.widths?"),
         (["+data=cifar10"], "use data=cifar10"),
         (["augment.mix.prob=1.0"], "augment.mix is null (off) in this config, so it has no keys "
          "to set; set it whole, e.g. 'augment.mix={mixup_alpha:0.8"),
     ],
     ids=["key-typo", "lr-text", "epochs-float", "option-typo", "group-typo", "sweep-choice",
+         "limit-text",
          "experiment-key", "plus-group", "key-of-null"],
 )  # fmt: skip
 def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) -> None:
@@ -50,6 +53,8 @@ def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) 
         ],
         ["data.eval_batch_size=64", "data.num_workers=2", "trainer.precision=bf16-mixed"],
         ["augment.mix={mixup_alpha:0.8,cutmix_alpha:1.0,prob:0.5,switch_prob:0.5}"],
+        # Lightning's limits take a count or a fraction: 1.0 is every batch, not one
+        ["experiment=smoke", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=0.5"],
     ],
 )
 def test_good_overrides_pass_the_check(args) -> None:
