@@ -4,6 +4,11 @@ The module's predict step returns class probabilities (averaged over its TTA vie
 `PredictionCollector` callback keeps only each image's `k` most probable classes, so scoring
 the 950,000 leaderboard images holds a few tens of MB instead of every softmax. Batches are
 timed as they arrive, so each set reports its own images/s.
+
+Calibration and OOD detection need more of a few sets (the clean test split, the OOD detection
+sets, the training images a detector fits on): the predict step then returns a dict of outputs
+(`cifar_lab.models.outputs`) and `keep` names, per set, the outputs held whole, as float32
+arrays ((n, C) logits, (n, D) features: tens of MB for tens of thousands of images).
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -36,6 +42,7 @@ class Scores:
     top_classes: np.ndarray  # (N, k) int64
     top_probs: np.ndarray  # (N, k) float32
     seconds: float
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # the kept ones, whole
 
     def __len__(self) -> int:
         return len(self.top_classes)
@@ -70,21 +77,30 @@ class Scores:
 
 
 class PredictionCollector(BasePredictionWriter):
-    """Per predict loader (one `ImageSet` each), the top-k of every batch and its wall time; a
-    line per finished set (images, img/s, sets left, ETA), so a long scoring run shows progress
-    also without a progress bar."""
+    """Per predict loader (one `ImageSet` each), the top-k of every batch, the outputs `keep`
+    names for that set (by set name) and its wall time; a line per finished set (images,
+    img/s, sets left, ETA), so a long scoring run shows progress also without a progress bar."""
 
-    def __init__(self, top_k: int = TOP_K, sets: Sequence[ImageSet] = ()):
+    def __init__(
+        self,
+        top_k: int = TOP_K,
+        sets: Sequence[ImageSet] = (),
+        keep: Mapping[str, Collection[str]] | None = None,
+    ):
         super().__init__(write_interval="batch")
         self.top_k = top_k
         self.sets = list(sets)
+        self.keep = {name: tuple(outputs) for name, outputs in (keep or {}).items()}
         self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.kept: dict[int, dict[str, list[torch.Tensor]]] = {}
+        self.images: dict[int, int] = {}
         self.seconds: dict[int, float] = {}
         self._clock = 0.0
         self._current: int | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.parts, self.seconds, self._current = {}, {}, None
+        self.parts, self.kept, self.images, self.seconds = {}, {}, {}, {}
+        self._current = None
         self._clock = time.perf_counter()
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -94,10 +110,10 @@ class PredictionCollector(BasePredictionWriter):
         """The progress line of the set of predict loader `index`, once it is scored."""
         if index is None or index >= len(self.sets):
             return
-        done = sum(len(c) for parts in self.parts.values() for c, _ in parts)
+        done = sum(self.images.values())
         seconds = sum(self.seconds.values())
         total = sum(image_set.num_images for image_set in self.sets)
-        images = sum(len(c) for c, _ in self.parts.get(index, []))
+        images = self.images.get(index, 0)
         rate = images / max(self.seconds.get(index, 0.0), 1e-9)
         eta = (total - done) * seconds / max(done, 1)
         log.info(
@@ -110,11 +126,14 @@ class PredictionCollector(BasePredictionWriter):
             f", ETA {duration(eta)}" if index + 1 < len(self.sets) else "",
         )
 
+    def _kept_names(self, index: int) -> tuple[str, ...]:
+        return self.keep.get(self.sets[index].name, ()) if index < len(self.sets) else ()
+
     def write_on_batch_end(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        prediction: torch.Tensor,
+        prediction: torch.Tensor | Mapping[str, torch.Tensor],
         batch_indices: Sequence[int] | None,
         batch: Any,
         batch_idx: int,
@@ -123,18 +142,30 @@ class PredictionCollector(BasePredictionWriter):
         if dataloader_idx != self._current:
             self._report(self._current)
             self._current = dataloader_idx
-        k = min(self.top_k, prediction.shape[1])
-        top = prediction.float().topk(k, dim=1)
-        self.parts.setdefault(dataloader_idx, []).append((top.indices.cpu(), top.values.cpu()))
+        outputs = prediction if isinstance(prediction, Mapping) else {"probs": prediction}
+        probs = outputs.get("probs")
+        if probs is not None:
+            top = probs.float().topk(min(self.top_k, probs.shape[1]), dim=1)
+            self.parts.setdefault(dataloader_idx, []).append((top.indices.cpu(), top.values.cpu()))
+        kept = self.kept.setdefault(dataloader_idx, {})
+        for name in self._kept_names(dataloader_idx):
+            kept.setdefault(name, []).append(outputs[name].detach().float().cpu())
+        size = len(next(iter(outputs.values())))
+        self.images[dataloader_idx] = self.images.get(dataloader_idx, 0) + size
         now = time.perf_counter()
         self.seconds[dataloader_idx] = self.seconds.get(dataloader_idx, 0.0) + now - self._clock
         self._clock = now
+
+    def kept_outputs(self, index: int) -> dict[str, np.ndarray]:
+        """The outputs kept whole for the set of predict loader `index`, all its images."""
+        return {name: torch.cat(parts).numpy() for name, parts in self.kept.get(index, {}).items()}
 
     def scores(self, index: int, image_set: ImageSet) -> list[Scores]:
         """One `Scores` per block of `image_set`, the set served by predict loader `index`."""
         parts = self.parts.get(index, [])
         classes = torch.cat([c for c, _ in parts]).numpy() if parts else np.zeros((0, 1), int)
         probs = torch.cat([p for _, p in parts]).numpy() if parts else np.zeros((0, 1), "f4")
+        kept = self.kept_outputs(index)
         total = max(len(classes), 1)
         seconds = self.seconds.get(index, 0.0)
         start = image_set.blocks[0].start if image_set.blocks else 0
@@ -142,8 +173,31 @@ class PredictionCollector(BasePredictionWriter):
         for block in image_set.blocks:
             rows = slice(block.start - start, block.stop - start)
             n = rows.stop - rows.start
-            out.append(Scores(classes[rows], probs[rows], seconds * n / total))
+            outputs = {name: array[rows] for name, array in kept.items()}
+            out.append(Scores(classes[rows], probs[rows], seconds * n / total, outputs))
         return out
+
+
+@contextmanager
+def serving(datamodule: CIFARDataModule, sets: Sequence[ImageSet]) -> Iterator[None]:
+    """`datamodule`'s predict loaders serve `sets` (with its eval preprocessing and batch hooks)
+    for the duration of the block, then its own predict sets again."""
+    before = datamodule.predict_sets
+    datamodule.predict_sets = list(sets)
+    try:
+        yield
+    finally:
+        datamodule.predict_sets = before
+
+
+def predict_quietly(trainer: L.Trainer, module: L.LightningModule, datamodule: Any) -> None:
+    """`trainer.predict` over the datamodule's predict sets, nothing returned (a callback
+    collects what is kept)."""
+    with warnings.catch_warnings():
+        # The loaders serve ready-made blocks (no batch sampler, so Lightning cannot record
+        # batch indices); the collector does not need them.
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
 
 
 # Each scored set by name: the set and one `Scores` per block (severity).
@@ -154,16 +208,21 @@ def score_sets(
     module: L.LightningModule,
     datamodule: CIFARDataModule,
     make_trainer: Callable[[list[Callback]], L.Trainer],
+    extra: Sequence[ImageSet] = (),
+    keep: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, tuple[ImageSet, list[Scores]]]:
-    """Every predict set of `datamodule` through one `Trainer.predict` call of `module`."""
-    collector = PredictionCollector(sets=datamodule.load_predict_sets())
+    """Every predict set of `datamodule`, then the `extra` sets (e.g. the training images an
+    OOD detector fits on), through one `Trainer.predict` call of `module`; `keep` names, per set
+    name, the outputs held whole (`Scores.outputs`)."""
+    served = [*datamodule.load_predict_sets(), *extra]
+    names = [image_set.name for image_set in served]
+    if len(set(names)) < len(names):
+        raise ValueError(f"scored sets need distinct names, got {names}")
+    collector = PredictionCollector(sets=served, keep=keep)
     trainer = make_trainer([collector])
-    with warnings.catch_warnings():
-        # The loaders serve ready-made blocks (no batch sampler, so Lightning cannot record
-        # batch indices); the collector does not need them.
-        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    with serving(datamodule, served):
+        predict_quietly(trainer, module, datamodule)
     return {
         image_set.name: (image_set, collector.scores(i, image_set))
-        for i, image_set in enumerate(datamodule.predict_sets)
+        for i, image_set in enumerate(served)
     }

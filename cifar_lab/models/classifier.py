@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lab.data.mixing import build_mixup, mixing_enabled
 from cifar_lab.errors import CifarLabError
+from cifar_lab.models.outputs import PROBS_ONLY, check_outputs, mean_over_views
 from cifar_lab.models.schedule import resize_schedule, schedule_size
 from cifar_lab.runs.checkpoint import stamp_checkpoint
 from cifar_lab.runs.rng import RNG_KEY, set_rng_states
@@ -90,6 +92,7 @@ class CIFARClassifier(L.LightningModule):
             self.jsd_loss = JsdCrossEntropy(JSD_VIEWS, alpha=jsd_alpha, smoothing=label_smoothing)
         self.run_config = dict(run_config or {})
         self.tta = tta  # no parameters: checkpoints are the same with or without it
+        self._predict_outputs: tuple[str, ...] = PROBS_ONLY
         self.wandb_id: str | None = None
         self.schedule_size: dict[str, int] = {}  # the schedule this trainer's epochs ask for
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -166,9 +169,26 @@ class CIFARClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_loss, self.test_metrics, "test")
 
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities, averaged over the test-time views when `tta` is set."""
+    @property
+    def predict_outputs(self) -> tuple[str, ...]:
+        """What `predict_step` returns: `probs` alone (a tensor), or more for calibration and OOD
+        detection (a dict, see `cifar_lab.models.outputs`)."""
+        return self._predict_outputs
+
+    @predict_outputs.setter
+    def predict_outputs(self, outputs: tuple[str, ...]) -> None:
+        self._predict_outputs = check_outputs(outputs)
+
+    def predict_step(
+        self, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Class probabilities, averaged over the test-time views when `tta` is set; with more
+        `predict_outputs`, a dict of each output averaged over the views."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if self.predict_outputs != PROBS_ONLY:
+            views = self.tta.each_view(images) if self.tta is not None else (images,)
+            prepare = partial(to_memory_format, channels_last=self.channels_last)
+            return mean_over_views(self.net, views, self.predict_outputs, prepare)
         if self.tta is not None:
             return self.tta(self, images)
         return self(images).float().softmax(dim=1)

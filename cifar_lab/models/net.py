@@ -6,6 +6,8 @@ import torch
 from timm.layers import get_act_layer
 from torch import nn
 
+from cifar_lab.errors import CifarLabError
+
 
 class ClassifierHead(nn.Sequential):
     """Linear(F, hidden) - act - Dropout - Linear(hidden, C); `hidden=0` gives Dropout-Linear."""
@@ -52,3 +54,26 @@ class ClassifierNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    # --- the penultimate layer, for OOD detectors (Mahalanobis, KNN, ViM, ReAct) ----------
+    @property
+    def classifier(self) -> nn.Linear:
+        """The last layer: logits = classifier(features(x)). ViM reads its weight and bias."""
+        last = self.head[-1] if isinstance(self.head, nn.Sequential) and len(self.head) else None
+        if not isinstance(last, nn.Linear):
+            raise CifarLabError(
+                f"the model's head ({type(self.head).__name__}) does not end in a Linear layer, so "
+                f"it has no penultimate features: feature detectors (mahalanobis, knn, vim, "
+                f"react_energy) cannot score it; use detect.detectors=[msp,maxlogit,energy,odin]"
+            )
+        return last
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (N, D): the input of the last Linear layer. With the
+        reference head (Linear-act-Dropout-Linear) that is the hidden activation (D =
+        `head_hidden`); with `head_hidden=0` it is the backbone's pooled features."""
+        self.classifier  # noqa: B018 (a head without a last Linear is one line, before any work)
+        features = self.backbone(x)
+        for layer in list(self.head)[:-1]:
+            features = layer(features)
+        return features
