@@ -4,6 +4,10 @@ Expected calibration error (Naeini et al., 2015; Guo et al., 2017) over the top-
 confidence: images are binned by max-softmax probability into `n_bins` equal-width bins and
 ECE = sum_b (n_b / N) |accuracy_b - confidence_b|. torchmetrics computes it; the bins are
 also returned for the reliability diagram.
+
+NLL and the multiclass Brier score are a line each of numpy: the NLL reads log-probabilities
+(scikit-learn's `log_loss` takes probabilities, which cap the NLL where a float32 probability
+underflows to 0), and scikit-learn's `brier_score_loss` scores one class at a time.
 """
 
 from __future__ import annotations
@@ -55,3 +59,19 @@ def reliability_bins(
         confidence = np.bincount(index, weights=confidences, minlength=n_bins) / count
         accuracy = np.bincount(index, weights=np.asarray(correct, float), minlength=n_bins) / count
     return ReliabilityBins(confidence, accuracy, count)
+
+
+def negative_log_likelihood(log_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log p(label) over images, from (N, C) log-probabilities."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return float(-np.asarray(log_probs, dtype=np.float64)[np.arange(len(labels)), labels].mean())
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multiclass Brier score (Brier, 1950), as torch-uncertainty's `BrierScore`: the squared
+    distance between the probability vector and the one-hot label, summed over classes and
+    averaged over images (0 = perfect, 2 = sure and wrong)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)] = 1.0
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
