@@ -4,8 +4,9 @@ a run's output (quiet third-party noise, the whole log in the run's `<entry poin
 Silenced at their source, because a user cannot act on them (README, "Quiet output"):
 Lightning's litlogger/litmodels tips (a log filter), torch's `LeafSpec` deprecation that
 Lightning's own pytree helper triggers (a warnings filter), wandb's "anonymous setting has no
-effect" (`training.loggers` no longer passes the setting) and timm's "cosine annealing has no
-effect" (`models.schedule` never builds a one-step cosine).
+effect" (`training.loggers` no longer passes the setting), timm's "cosine annealing has no
+effect" (`models.schedule` never builds a one-step cosine) and pytorch-ood's progress lines
+(its logger at WARNING).
 """
 
 from __future__ import annotations
@@ -286,6 +287,8 @@ def setup_run_output() -> None:
     # train/* metrics are logged per epoch; the step interval only thins the per-step rows
     warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
     logging.captureWarnings(True)
+    # pytorch-ood's progress lines ("Computing principal space ...", ViM's alpha); its warnings stay
+    logging.getLogger("pytorch_ood").setLevel(logging.WARNING)
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)

@@ -4,10 +4,15 @@
     python -m cifar_lab.predict ckpt=... tta=shift ood=leaderboard ood.download=true
     python -m cifar_lab.predict ckpt=... tta=flip_shift ood=cifar100c data.root=/data
 
+    python -m cifar_lab.predict ckpt=... detect=standard            # OOD detection (README)
+
 The model, data and preprocessing come from the training config stored in the checkpoint;
 `data.*` (and `+model.*`, `+augment.*`) given here override it. One `Trainer.predict` call
-scores the clean test split and every OOD file the datamodule serves; then metrics.json, the
-per-class CSV, the confusion matrix and the OOD set's CSVs/plots are written into the run dir.
+scores the clean test split, every OOD file the datamodule serves, the OOD detection sets and
+the training images the temperature and the feature detectors are fitted on (ODIN, which needs
+input gradients, has a pass of its own); then metrics.json, the per-class CSV, the confusion
+matrix, calibration and selective prediction, the OOD set's CSVs/plots and the OOD detection
+report are written into the run dir.
 """
 
 from __future__ import annotations
@@ -33,13 +38,22 @@ from cifar_lab.cli import check_command_line, exit_on_user_error, setup_run_outp
 from cifar_lab.data.datamodule import CLEAN_SET, CIFARDataModule, check_img_size
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
+from cifar_lab.evaluation.detection import detection_summary
 from cifar_lab.evaluation.evaluate import (
     evaluate_clean,
     evaluate_corruptions,
     evaluate_leaderboard,
 )
+from cifar_lab.evaluation.extras import (
+    FIT_SET,
+    Extras,
+    plan_extras,
+    run_detection,
+    score_uncertainty,
+)
 from cifar_lab.evaluation.scoring import score_sets
 from cifar_lab.evaluation.tables import read_severity_table
+from cifar_lab.evaluation.uncertainty import uncertainty_summary
 from cifar_lab.memory import peak_rss_mib
 from cifar_lab.runs.checkpoint import RunCheckpoint, read_checkpoint
 from cifar_lab.runs.rebuild import given_by_settings, rebuild_config
@@ -116,20 +130,59 @@ def prepare(cfg: DictConfig) -> tuple[Any, CIFARDataModule, dict[str, Any]]:
     return module, datamodule, metrics
 
 
-def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Path) -> dict:
-    """One `Trainer.predict` over every predict set, then each set's metrics and reports."""
+def prepare_extras(cfg: DictConfig, module: Any, datamodule: CIFARDataModule) -> Extras:
+    """What this run scores beyond the test split and the `ood` set (temperature scaling, OOD
+    detection), checked and read before anything is scored."""
+    temperature = (cfg.get("calibration") or {}).get("temperature", "auto")
+    return plan_extras(module, datamodule, bool(cfg.clean), temperature, cfg.get("detect"))
+
+
+def score(
+    cfg: DictConfig,
+    module: Any,
+    datamodule: CIFARDataModule,
+    out_dir: Path,
+    extras: Extras | None = None,
+) -> dict:
+    """One `Trainer.predict` over every predict set (and the `extras`' training images), then
+    each set's metrics and reports."""
+    extras = extras or Extras()
     scored = score_sets(
-        module, datamodule, lambda callbacks: build_trainer(cfg.trainer, callbacks=callbacks)
+        module,
+        datamodule,
+        lambda callbacks: build_trainer(cfg.trainer, callbacks=callbacks),
+        extra=extras.extra_sets,
+        keep=extras.keep(),
     )
+    aside = {s.name: scored.pop(s.name) for s in extras.extra_sets}
+    detection = {s.name: scored.pop(s.name) for s in extras.detection_sets}
     metrics: dict[str, Any] = {}
     clean = None
+    ckpt = Path(cfg.ckpt)
+    caption = f"{ckpt.parent.parent.name}/{ckpt.name}, tta={cfg.tta.get('name') or 'none'}"
     if CLEAN_SET in scored and cfg.clean:
         clean_set, (clean_scores,) = scored.pop(CLEAN_SET)
         clean = (clean_scores, clean_set.labels)
         metrics.update(evaluate_clean(clean_scores, clean_set.labels, datamodule.classes, out_dir))
+        metrics.update(score_uncertainty(extras, clean_set, clean_scores, aside, out_dir, caption))
+        if extras.detectors is not None:
+            fit = aside[FIT_SET][1][0] if FIT_SET in aside else None
+            metrics.update(
+                run_detection(
+                    module,
+                    datamodule,
+                    extras,
+                    (clean_set, clean_scores),
+                    detection,
+                    fit,
+                    lambda callbacks: build_trainer(
+                        cfg.trainer, callbacks=callbacks, inference_mode=False
+                    ),
+                    out_dir,
+                    caption,
+                )
+            )
     ood = datamodule.ood
-    ckpt = Path(cfg.ckpt)
-    caption = f"{ckpt.parent.parent.name}/{ckpt.name}, tta={cfg.tta.get('name') or 'none'}"
     if isinstance(ood, CorruptionSet):
         metrics.update(
             evaluate_corruptions(ood, scored, out_dir, clean, datamodule.augment, caption)
@@ -140,7 +193,8 @@ def score(cfg: DictConfig, module: Any, datamodule: CIFARDataModule, out_dir: Pa
 
 
 def log_summary(metrics: dict[str, Any], out_dir: Path) -> None:
-    """The last lines: clean top-1/top-5, the OOD means, the submission file, the run folder."""
+    """The last lines: clean top-1/top-5, calibration and selective prediction, the OOD means,
+    the best OOD detector and its files, the submission file, the run folder."""
     if "clean/acc" in metrics:
         top5 = metrics.get("clean/acc_top5")
         log.info(
@@ -153,8 +207,12 @@ def log_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         for key, value in metrics.items()
         if re.fullmatch(r"ood/\w+/mean_\w+|ood/mce", key)
     }
+    for line in uncertainty_summary(metrics):
+        log.info(line)
     if means:
         log.info(", ".join(f"{key} {value:.4f}" for key, value in means.items()))
+    for line in detection_summary(metrics, out_dir):
+        log.info(line)
     if (out_dir / "submission_ood.csv").is_file():
         log.info("submission: %s", out_dir / "submission_ood.csv")
     log.info("metrics and reports in %s", out_dir)
@@ -174,8 +232,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     with record:
         try:
             module, datamodule, first = prepare(cfg)
+            extras = prepare_extras(cfg, module, datamodule)
             record.update(first)
-            record.update(score(cfg, module, datamodule, out_dir))
+            record.update(score(cfg, module, datamodule, out_dir, extras))
         finally:
             record.update({"peak_rss_mib": peak_rss_mib()})
     log_summary(record.metrics, out_dir)

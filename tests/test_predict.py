@@ -323,7 +323,7 @@ def test_every_untrusted_hydra_key_in_a_stored_config_is_named(smoke_ckpt, tmp_p
 
 
 # --- what a user reads --------------------------------------------------------------------
-def test_predict_ends_with_clean_and_ood_means_and_the_submission_file(
+def test_predict_ends_with_clean_calibration_and_ood_means_and_the_submission_file(
     smoke_ckpt, tmp_path, caplog
 ):
     ood_root = write_leaderboard(tmp_path / "ood-test", per_severity=2)
@@ -332,11 +332,13 @@ def test_predict_ends_with_clean_and_ood_means_and_the_submission_file(
     with caplog.at_level(logging.INFO, logger="cifar_lab.predict"):
         predict(predict_cfg(smoke_ckpt, out, "ood=leaderboard", f"ood.root={ood_root}"))
 
-    last = [r.getMessage() for r in caplog.records if r.name == "cifar_lab.predict"][-4:]
+    last = [r.getMessage() for r in caplog.records if r.name == "cifar_lab.predict"][-6:]
     assert last[0].startswith("clean/acc ") and "clean/acc_top5" in last[0]
-    assert "ood/confidence/mean_all" in last[1]
-    assert last[2] == f"submission: {out / 'submission_ood.csv'}"
-    assert last[3] == f"metrics and reports in {out}"
+    assert last[1].startswith("clean/nll ") and "; temperature " in last[1]
+    assert last[2].startswith("selective/aurc ") and "80/90/95% coverage" in last[2]
+    assert "ood/confidence/mean_all" in last[3]
+    assert last[4] == f"submission: {out / 'submission_ood.csv'}"
+    assert last[5] == f"metrics and reports in {out}"
 
 
 def test_ood_figures_are_titled_with_what_was_scored(

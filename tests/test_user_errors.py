@@ -83,6 +83,30 @@ def test_a_bad_predict_value_is_one_line_before_scoring(
 
 
 @pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["calibration.temperature=hot"], r"calibration.temperature='hot' is invalid; expected"),
+        (["calibration.temperature=fit", "+data.val_fraction=0"],
+         r"temperature scaling needs the validation split of training: .*val_fraction=0"),
+        (["detect=noise", "detect.detectors=[enrgy]"], r"'enrgy', not a detector \(did you mean"),
+        (["detect=noise", "detect.detectors=[vim]", "detect.vim.dim=16"],
+         r"detect.vim.dim=16 does not fit the model's 16 penultimate features"),
+        (["detect=noise", "detect.detectors=[mahalanobis]", "detect.fit_images=20"],
+         r"20 training images the detectors fit on hold no image of class"),
+        (["detect=noise", "detect.detectors=[knn]", "detect.knn.k=500"],
+         r"detect.knn.k=500 is more than the 180 training images"),
+    ],
+)  # fmt: skip
+def test_a_bad_calibration_or_detection_value_is_one_line_before_scoring(
+    tiny_checkpoint, cifar100_root, tmp_path, never_scores, overrides, expected
+) -> None:
+    data = [f"data.root={cifar100_root}", "data.download=false"]
+    cfg = predict_cfg(tiny_checkpoint, tmp_path / "out", *data, *overrides)
+
+    user_error(lambda: predict_module.predict(cfg), expected)
+
+
+@pytest.mark.parametrize(
     ("csv", "expected"),
     [
         ("corruption,severity_1\nfog,0.5\n", "lacks columns"),
