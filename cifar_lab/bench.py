@@ -4,6 +4,7 @@
     python -m cifar_lab.bench bench=data data.root=/data            # augmentation only
     python -m cifar_lab.bench bench=train model=resnet50 data.batch_size=512 augment.backend=batched
     python -m cifar_lab.bench bench=gpu_check data.root=/data   # every GPU path (reduced on a CPU)
+    python -m cifar_lab.bench bench=detect data.root=/data      # what OOD detection adds
 
 Prints the figures, rounded (median and min-max), and writes the whole result to
 `<run dir>/bench.json`. Every figure is the median over
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.benchmarks.corrupt import bench_corrupt
 from cifar_lab.benchmarks.data import bench_data
+from cifar_lab.benchmarks.detect import bench_detect
 from cifar_lab.benchmarks.gpu_check import bench_gpu_check
 from cifar_lab.benchmarks.predict import bench_predict
 from cifar_lab.benchmarks.summary import summary_lines
@@ -47,6 +49,7 @@ SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "predict": bench_predict,
     "corrupt": bench_corrupt,
     "gpu_check": bench_gpu_check,
+    "detect": bench_detect,
 }
 
 
@@ -82,7 +85,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise CifarLabError(
             f"bench.sections has unknown {unknown}; expected some of {list(SECTIONS)} "
-            f"(or bench=data|train|predict|corrupt|all)"
+            f"(or bench=data|train|predict|corrupt|detect|all)"
         )
     configure_torch()
     device = bench_device(cfg)

@@ -14,6 +14,7 @@ from support import TINY_CONVNET, compose_config, run_module, tiny_data
 
 from cifar_lab.bench import run_bench
 from cifar_lab.benchmarks.gpu_check import bench_gpu_check
+from cifar_lab.benchmarks.summary import summary_lines
 from cifar_lab.errors import CifarLabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +77,27 @@ def test_all_sections_report_positive_figures(cifar100_root: Path, tmp_path: Pat
     assert result["train"]["end_to_end_peak_rss_mib"] > 0
     for section in ("data", "train", "predict"):
         assert result[section]["peak_rss_mib"] > 0 and result[section]["seconds"] > 0
+
+
+def test_the_detect_section_times_scoring_with_and_without_detection(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    overrides = [*tiny_overrides(cifar10_root, tmp_path), "data=cifar10", "bench=detect",
+                 "bench.detect.images=16", "bench.detect.batch_size=8",
+                 "bench.detect.fit_images=100", "bench.detect.config.knn.k=5"]  # fmt: skip
+
+    result = run_bench(compose_bench(overrides))["detect"]
+
+    for key in ("plain", "detect", "odin"):
+        assert 0 < result[key]["img_per_s_min"] <= result[key]["img_per_s_max"], key
+    assert (
+        result["detect_over_plain"] == result["detect"]["img_per_s"] / result["plain"]["img_per_s"]
+    )
+    assert result["fit"]["fit_images"] == 100 and result["fit"]["feature_dim"] == 16
+    for name in ("mahalanobis", "knn", "vim", "react_energy"):
+        assert result["fit"][name]["fit_seconds"] > 0 and result["fit"][name]["peak_rss_mib"] > 0
+    lines = "\n".join(summary_lines({"detect": result}))
+    assert "detect.detect_over_plain" in lines and "detect.fit.knn.fit_seconds" in lines
 
 
 def test_a_section_choice_runs_only_that_section(cifar100_root: Path, tmp_path: Path) -> None:

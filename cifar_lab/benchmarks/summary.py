@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 FIGURE_ENDINGS = (
-    "img_per_s", "_over_plain", "_over_model", "tta_overhead", "peak_rss_mib", "full_set_seconds"
+    "img_per_s", "_over_plain", "_over_model", "tta_overhead", "peak_rss_mib", "full_set_seconds",
+    "fit_seconds",
 )  # fmt: skip
 LEFT_OUT = ("corruptions.", "_min", "_max", "worker")  # in bench.json only
 
