@@ -133,6 +133,7 @@ def build_module(
         tta=tta,
         loss=cfg.loss.get("name") or "cross_entropy",
         jsd_alpha=cfg.loss.get("jsd_alpha", 12.0),
+        logitnorm_tau=cfg.loss.get("logitnorm_tau", 0.04),
         **speed_options,
     )
 
