@@ -26,7 +26,7 @@ def figure(path: str, value: float, spread: tuple[float, float] | None) -> str:
     if path.endswith("rss_mib"):
         text = f"{value:,.0f} MiB"
     elif path.endswith("seconds"):
-        text = f"{value:,.1f} s"
+        text = f"{value:,.1f} s" if value >= 1 else f"{value:.2g} s"  # a 0.02 s fit is not 0.0
     elif "_over_" in path or path.endswith("overhead"):
         text = f"{value:.2f}"
     else:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MEAN_GROUPS = ("near", "far")  # sanity sets are reported alone, in no mean
 CSV_FILE, SCORES_FILE = "ood_detection.csv", "detection_scores.npz"
 ROC_FILE, HISTOGRAM_FILE = "roc.png", "score_histograms.png"
+FEATURE_LAYER = "the input of the model's last Linear layer (ClassifierNet.features)"
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def evaluate_detection(
         fitted, seconds = fit_detectors(settings, features, labels, classifier, device)
         metrics["detect/fit_images"] = len(labels)
         metrics["detect/feature_dim"] = int(features.shape[1])
+        metrics["detect/feature_layer"] = FEATURE_LAYER
         metrics.update({f"detect/{name}/fit_seconds": s for name, s in seconds.items()})
     groups = {ds.name: ds.group for ds, _ in sets}
     id_scores = all_scores(settings, fitted, id_outputs, device)
