@@ -157,6 +157,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
                 cfg = resumed(cfg, checkpoint, overrides)
             run_config = OmegaConf.to_container(cfg, resolve=True)
             datamodule = build_datamodule(cfg)
+            if is_global_zero():  # missing or bad data fails here, before a logger run exists
+                datamodule.prepare_data()
+                datamodule.load_splits()
             loggers = build_loggers(
                 cfg.get("logger"), resume_wandb_id=checkpoint.wandb_id if checkpoint else None
             )

@@ -131,6 +131,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.predict_sets: list[ImageSet] | None = None
+        self.splits: tuple[ImageArrays, ImageArrays] | None = None
         self.classes: list[str] = []
 
     @property
@@ -170,6 +171,21 @@ class CIFARDataModule(L.LightningDataModule):
             )
         return self.input
 
+    def load_splits(self) -> tuple[ImageArrays, ImageArrays]:
+        """The train and test splits, read once and checked (labels within `num_classes`). `train`
+        calls this before it starts a logger, so data that fails to load leaves no logger run."""
+        if self.splits is None:
+            hp = self.hparams
+            train, test = self._load(train=True), self._load(train=False)
+            for split, part in (("train", train), ("test", test)):  # before any epoch, not after
+                if int(part.labels.max(initial=0)) >= hp.num_classes:
+                    raise CifarLabError(
+                        f"{split} labels in {self.root} go up to {int(part.labels.max())} but "
+                        f"data.num_classes={hp.num_classes}; pick the matching data config"
+                    )
+            self.splits = (train, test)
+        return self.splits
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             self.load_predict_sets()
@@ -177,13 +193,7 @@ class CIFARDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        train, test = self._load(train=True), self._load(train=False)
-        for split, part in (("train", train), ("test", test)):  # before any epoch, not after
-            if int(part.labels.max(initial=0)) >= hp.num_classes:
-                raise CifarLabError(
-                    f"{split} labels in {self.root} go up to {int(part.labels.max())} but "
-                    f"data.num_classes={hp.num_classes}; pick the matching data config"
-                )
+        train, test = self.load_splits()
         self.classes = train.classes
         pipeline = self.input_pipeline()
         test_order = class_interleaved(test.labels)
@@ -196,6 +206,7 @@ class CIFARDataModule(L.LightningDataModule):
             self.train_set = pipeline.train_set(train.images, train.labels)
             self.val_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
         self.test_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
+        self.splits = None  # the sets above hold what they need
 
     def load_predict_sets(self) -> list[ImageSet]:
         """The clean test split (if `predict_clean`) and the OOD set's files, checked (shapes,
