@@ -57,8 +57,8 @@ def say(text: str) -> None:
 
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--detector", help="the detector of the detection columns (default: msp, else the first "
-        "one scored)"
+        "--detector", help="the detector of the detection columns (default: the first of msp, "
+        "maxlogit, energy, odin, mahalanobis, knn, vim, react_energy that was scored)"
     )  # fmt: skip
     parser.add_argument(
         "--attack", help="the attack of the robust-accuracy column (default: the strongest run: "
@@ -66,7 +66,7 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--eps", help="its eps as in the metric names, e.g. 8 (/255 for linf; default: the "
-        "largest run)"
+        "largest it was run at)"
     )  # fmt: skip
 
 

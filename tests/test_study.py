@@ -340,3 +340,21 @@ def test_predict_composes_the_training_launchers(launcher: str) -> None:
         "LocalLauncher" if launcher == "local" else "SlurmLauncher"
     )
     assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_a_run_trained_before_train_recorded_its_cost_gets_an_estimate(tmp_path: Path) -> None:
+    record = {
+        "status": "finished", "start_time": "2026-01-01T12:00:00+00:00",
+        "end_time": "2026-01-01T12:00:50+00:00", "global_step": 100,
+    }  # fmt: skip
+    run = fake_run(tmp_path / "sweep" / "0", record)
+    (run.path / ".hydra" / "config.yaml").write_text("data: {batch_size: 64}\n")
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    (study_dir / "study.json").write_text(json.dumps({"sweeps": [str(tmp_path / "sweep")]}))
+
+    write_study_table(study_dir)
+
+    row = read_table(study_dir)["sweep/0"]
+    assert (row["train/wall_s"], row["train/images_per_s"]) == ("50.0", "128.0")  # 100 x 64 / 50
+    assert "cost estimated from start/end time" in row["note"] and row["score"] == "not scored"

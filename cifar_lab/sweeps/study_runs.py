@@ -112,10 +112,11 @@ def score_state(study_dir: Path, run: StudyRun) -> str | None:
 
 def scored_before(study_dir: Path, run: StudyRun) -> bool:
     """Whether the run's best.ckpt is older than its scoring's start (not replaced since, by a
-    resumed training)."""
+    resumed training); the record's start time is in whole seconds, hence the second's slack."""
     started = read_record(score_dir(study_dir, run)).get("start_time")
     try:
-        return run.checkpoint.stat().st_mtime <= datetime.fromisoformat(str(started)).timestamp()
+        start = datetime.fromisoformat(str(started)).timestamp()
+        return run.checkpoint.stat().st_mtime < start + 1.0
     except (OSError, ValueError):
         return False
 

@@ -181,7 +181,7 @@ def training_cost(row: StudyRow) -> tuple[float | None, float | None, str]:
     batch = number(saved_config_value(row.run.path, "data.batch_size"))
     steps = number(record.get("global_step"))
     rate = steps * batch / wall if steps is not None and batch and wall > 0 else None
-    return wall, rate, "cost estimated (start to end incl. testing; steps x batch)"
+    return wall, rate, "cost estimated from start/end time and steps x batch"
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -196,9 +196,8 @@ def table(
         wall, rate, cost_note = training_cost(row)
         failure = ""
         if row.score_status in ("failed", "killed", "terminated", "interrupted"):
-            failure = f"scoring {row.score_status}: " + first_line(
-                read_record(score_dir(study_dir, row.run)).get("error")
-            )
+            error = first_line(read_record(score_dir(study_dir, row.run)).get("error"))
+            failure = f"scoring {row.score_status}" + (f": {error}" if error else "")
         notes = [row.job.note if row.job.status != "finished" else "", failure, cost_note]
         out.append(
             [
@@ -215,17 +214,14 @@ def table(
     return header, out
 
 
-def summary(rows: Sequence[StudyRow], choice: Choice, asked: Choice) -> str:
+def summary(
+    rows: Sequence[StudyRow], choice: Choice, detector_auto: bool, attack_auto: bool
+) -> str:
     scored = sum(row.scored for row in rows)
     trained = sum(row.job.status == "finished" for row in rows)
-    how = {
-        "detector": (choice.detector, asked.detector),
-        "attack": (f"{choice.attack} at eps {choice.eps}", asked.attack),
-    }
-    chosen = ", ".join(
-        f"{what} {value}{'' if given else ' (auto)'}" for what, (value, given) in how.items()
-    )
-    return f"{len(rows)} runs ({trained} trained, {scored} scored); {chosen}"
+    detector = f"detector {choice.detector}{' (auto)' if detector_auto else ''}"
+    attack = f"attack {choice.attack} at eps {choice.eps}{' (auto)' if attack_auto else ''}"
+    return f"{len(rows)} runs ({trained} trained, {scored} scored); {detector}, {attack}"
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -305,16 +301,16 @@ def write_study_table(
     markdown (a summary line, then the table)."""
     study_dir = Path(study_dir)
     rows = read_rows(study_dir, study_runs(study_sweeps(study_dir)))
-    asked = Choice(detector, attack, eps)  # type: ignore[arg-type]  (None: chosen here)
     choice = choose(rows, detector, attack, eps)
+    line = summary(rows, choice, detector is None, attack is None and eps is None)
     columns = metric_columns(rows, choice)
     header, values = table(rows, columns, study_dir)
-    text = f"{summary(rows, choice, asked)}\n\n{markdown(header, values)}"
+    text = f"{line}\n\n{markdown(header, values)}"
     csv_path, md_path, figure_path, curves_path = (study_dir / name for name in OUTPUTS)
     write_csv(csv_path, header, values)
     with atomic_write(md_path) as f:
         f.write(text + "\n")
-    title = f"{study_dir.name}: {summary(rows, choice, asked)}"
+    title = f"{study_dir.name}: {line}"
     plot_robustness(rows, robustness_axes(columns), title).savefig(figure_path, dpi=100)
     plot_curves(rows, study_dir.name).savefig(curves_path, dpi=100)
     return text
