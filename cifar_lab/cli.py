@@ -157,10 +157,12 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
         if key in groups:
             options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
             for value in override_values(override):
-                if str(value) not in options and value is not None:
-                    guess = did_you_mean(str(value), options, f"{key}=")
-                    fail(f"{key}={value} is not an option of {key}{guess}; options: {options}")
-            chosen.append(f"{key}={override_values(override)[0]}")
+                # a list chooses several options of one group: callbacks=[default,ema]
+                for option in value if isinstance(value, list) else [value]:
+                    if str(option) not in options and option is not None:
+                        guess = did_you_mean(str(option), options, f"{key}=")
+                        fail(f"{key}={option} is not an option of {key}{guess}; options: {options}")
+            chosen.append(f"{key}={group_choice(override_values(override)[0])}")
     if all(override.key_or_group in groups for override in parsed):
         return  # no key to check: no need to compose (it costs a Hydra composition)
     cfg = composed(config_name, chosen)
@@ -182,6 +184,11 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
             guess = did_you_mean(key, config_keys(cfg))
             fail(f"{key} is not a key of the {config_name} config{guess}; a new key takes a +")
         check_type(key, node, override_values(override))
+
+
+def group_choice(value: Any) -> str:
+    """A group's chosen option(s) as an override value again: `ema`, or `[default,ema]`."""
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def override_values(override: Any) -> list[Any]:
