@@ -7,6 +7,8 @@ import this module and never each other.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
 from typing import Any
 
@@ -18,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.data.datamodule import CIFARDataModule
+from cifar_lab.data.detection_sources import DetectionSources
 from cifar_lab.data.ood import OODSet
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier, loss_views
@@ -26,6 +29,8 @@ from cifar_lab.runs.saving import AtomicCheckpointIO
 from cifar_lab.speed import cudnn_benchmark, split_model_config
 from cifar_lab.training.divergence import DivergenceGuard
 from cifar_lab.training.progress import EpochLog, EpochProgressBar, NetSummary
+
+log = logging.getLogger(__name__)
 
 
 def resolve_precision(precision: str | int) -> str | int:
@@ -133,6 +138,7 @@ def build_module(
         tta=tta,
         loss=cfg.loss.get("name") or "cross_entropy",
         jsd_alpha=cfg.loss.get("jsd_alpha", 12.0),
+        logitnorm_tau=cfg.loss.get("logitnorm_tau", 0.04),
         **speed_options,
     )
 
@@ -142,11 +148,44 @@ def build_ood(ood_cfg: DictConfig | None) -> OODSet | None:
     return instantiate(ood_cfg) if ood_cfg and ood_cfg.get("_target_") else None
 
 
+def build_detection_sources(detect_cfg: DictConfig | None) -> DetectionSources | None:
+    """The OOD sets of the `detect` config (its set keys; the detectors read their own), None
+    when it names none (`detect=none`)."""
+    if not detect_cfg:
+        return None
+    settings = OmegaConf.to_container(detect_cfg, resolve=True)
+    keys = inspect.signature(DetectionSources).parameters
+    sources = DetectionSources(**{key: value for key, value in settings.items() if key in keys})
+    option = settings.get("name") or "none"
+    if sources.empty and option != "none":
+        raise CifarLabError(
+            f"detect={option} names no OOD set; add detect.folder=<a folder of images> or "
+            f"detect.npy=<a .npy of images>, or sets such as detect.sets=[svhn,textures]"
+        )
+    return None if sources.empty else sources
+
+
+def follow_class_subset(cfg: DictConfig) -> None:
+    """Under the open-set protocol (`data.classes`) the model predicts one class per known
+    class: `data.num_classes` (which the model's interpolates) becomes the list's length."""
+    classes = cfg.data.get("classes")
+    if classes is None or isinstance(classes, str) or len(classes) == cfg.data.num_classes:
+        return
+    log.info(
+        "data.classes: %d of %s's classes are known (open-set protocol); data.num_classes %s -> %d",
+        len(classes),
+        cfg.data.name,
+        cfg.data.num_classes,
+        len(classes),
+    )
+    cfg.data.num_classes = len(classes)
+
+
 def build_datamodule(
     cfg: DictConfig, ood: OODSet | None = None, predict_clean: bool = True
 ) -> CIFARDataModule:
-    """The `data` config's datamodule with the `augment` config as plain dicts; `ood` and
-    `predict_clean` choose what its predict loaders serve."""
+    """The `data` config's datamodule with the `augment` config as plain dicts; `ood`,
+    `predict_clean` and the `detect` config's sets choose what its predict loaders serve."""
     augment = OmegaConf.to_container(cfg.augment, resolve=True)
     return instantiate(
         cfg.data,
@@ -154,6 +193,7 @@ def build_datamodule(
         ood=ood,
         predict_clean=predict_clean,
         train_views=loss_views(cfg.loss.get("name")),
+        detect=build_detection_sources(cfg.get("detect")),
         _convert_="all",
     )
 

@@ -27,6 +27,7 @@ from cifar_lab.build import (
     build_module,
     build_trainer,
     check_stored_network,
+    follow_class_subset,
 )
 from cifar_lab.cli import (
     check_command_line,
@@ -157,6 +158,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
                 checkpoint.check_resumable()
                 check_finished_run(cfg, output_dir, checkpoint, record.finished_before)
                 cfg = resumed(cfg, checkpoint, overrides)
+            follow_class_subset(cfg)
             run_config = OmegaConf.to_container(cfg, resolve=True)
             datamodule = build_datamodule(cfg)
             if is_global_zero():  # missing or bad data fails here, before a logger run exists

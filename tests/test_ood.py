@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from ood_files import LEADERBOARD_NAMES, random_images, write_corruption_set, write_leaderboard
 from support import compose_config
 
-import cifar_lab.data.ood
+import cifar_lab.data.datasets
 from cifar_lab.data.ood import CorruptionSet, LeaderboardSet
 from cifar_lab.errors import CifarLabError
 from cifar_lab.evaluation.tables import (
@@ -183,7 +183,7 @@ class FakeServer:
 @pytest.fixture
 def server(tmp_path, monkeypatch) -> FakeServer:
     fake = FakeServer(tmp_path / "server")
-    monkeypatch.setattr(cifar_lab.data.ood, "download_url", fake)
+    monkeypatch.setattr(cifar_lab.data.datasets, "download_url", fake)
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake)
     return fake
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity as md5_matches
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 try:  # numpy 2 (pickles written by numpy 1.x name numpy.core, which it maps here)
     from numpy._core import multiarray as _multiarray
@@ -191,14 +191,59 @@ def read_classes(cls: type[CIFAR10], folder: Path) -> list[str]:
     return classes
 
 
+def download_error(
+    err: Exception, url: str, root: str | Path, fix: str, what: str
+) -> CifarLabError:
+    source = f"{what} from {url}" if what else url
+    why = (str(err).splitlines() or [type(err).__name__])[0]
+    return CifarLabError(f"could not download {source} into {root} ({why}); {fix}")
+
+
 def fetch_archive(url: str, root: str | Path, fix: str, what: str = "", **kwargs: Any) -> None:
     """torchvision's download and unpack of `url` into `root`; a network failure or an archive
     that fails its MD5 is one line ending in `fix`."""
     try:
         download_and_extract_archive(url, str(root), **kwargs)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
-        source = f"{what} from {url}" if what else url
-        raise CifarLabError(f"could not download {source} into {root} ({err}); {fix}") from err
+        raise download_error(err, url, root, fix, what) from err
+
+
+def fetch_file(
+    url: str, root: Path, filename: str, fix: str, what: str = "", md5: str | None = None
+) -> Path:
+    """torchvision's download of `url` to `root/filename` (checked against `md5` if given), via a
+    `.part` file so an interrupted download never looks like a complete one; a failure is one
+    line ending in `fix`."""
+    root.mkdir(parents=True, exist_ok=True)
+    part = root / f"{filename}.part"
+    part.unlink(missing_ok=True)  # torchvision would take a leftover file as already fetched
+    try:
+        download_url(url, str(root), part.name, md5)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        part.unlink(missing_ok=True)
+        raise download_error(err, url, root, fix, what) from err
+    return part.rename(root / filename)
+
+
+def split_files(name: str, train: bool) -> list[str]:
+    """The files one split of `name` is read from, class names included."""
+    cls = dataset_class(name)
+    return [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]
+
+
+def fetch_cifar(name: str, root: str | Path, check_integrity: bool = True) -> None:
+    """torchvision's archive of `name`, downloaded and unpacked into `root` (MD5-checked unless
+    `check_integrity` is off)."""
+    cls = dataset_class(name, check_integrity)
+    fetch_archive(
+        cls.url,
+        root,
+        f"check the network, or download {cls.filename} elsewhere and unpack it into "
+        f"{root}{other_cifar_hint(name, root)}",
+        what=name,
+        filename=cls.filename,
+        md5=cls.tgz_md5,
+    )
 
 
 def load_cifar(
@@ -223,15 +268,7 @@ def load_cifar(
     # (torchvision would re-fetch them): the error below names the failing file instead.
     present = all((folder / f).is_file() for f in [*files, cls.meta["filename"]])
     if download and not present:
-        fetch_archive(
-            cls.url,
-            root,
-            f"check the network, or download {cls.filename} elsewhere and unpack it into "
-            f"{root}{other_cifar_hint(name, root)}",
-            what=name,
-            filename=cls.filename,
-            md5=cls.tgz_md5,
-        )
+        fetch_cifar(name, root, check_integrity)
     failing = failing_files(cls, folder, train)
     missing = [file for file in failing if not (folder / file).is_file()]
     if missing:

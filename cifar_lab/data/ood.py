@@ -11,16 +11,14 @@ The datamodule serves each file as an `ImageSet` whose batches never cross a sev
 from __future__ import annotations
 
 import difflib
-import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets.utils import download_url
 
 from cifar_lab.data.cifar_c import CIFAR_C
-from cifar_lab.data.datasets import fetch_archive
+from cifar_lab.data.datasets import fetch_archive, fetch_file
 from cifar_lab.data.subsets import balanced_subset
 from cifar_lab.errors import CifarLabError
 
@@ -154,17 +152,8 @@ def check_labels(path: Path, num_classes: int, expected_len: int) -> np.ndarray:
 def fetch(url: str, root: Path, filename: str) -> Path:
     """Download `url` to `root/filename`, via a `.part` file so an interrupted download never
     looks like a complete one."""
-    part = root / f"{filename}.part"
-    part.unlink(missing_ok=True)  # torchvision would take a leftover file as already fetched
-    try:
-        download_url(url, str(root), part.name)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        part.unlink(missing_ok=True)
-        raise CifarLabError(
-            f"could not download {url} ({err}); check the URL (ood.url) and the network, or "
-            f"fetch {filename} by hand into {root}"
-        ) from err
-    return part.rename(root / filename)
+    fix = f"check the URL (ood.url) and the network, or fetch {filename} by hand into {root}"
+    return fetch_file(url, root, filename, fix)
 
 
 class LeaderboardSet:

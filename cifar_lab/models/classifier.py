@@ -15,12 +15,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lab.data.mixing import build_mixup, mixing_enabled
 from cifar_lab.errors import CifarLabError
+from cifar_lab.models.logitnorm import check_tau, normalized_logits
 from cifar_lab.models.schedule import resize_schedule, schedule_size
 from cifar_lab.runs.checkpoint import stamp_checkpoint
 from cifar_lab.runs.rng import RNG_KEY, set_rng_states
 from cifar_lab.speed import prepare_net, to_memory_format
 
-LOSSES = ("cross_entropy", "jsd")
+LOSSES = ("cross_entropy", "jsd", "logitnorm")
 JSD_VIEWS = 3  # AugMix: the clean image and two augmented views
 
 
@@ -47,7 +48,8 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
 
 class CIFARClassifier(L.LightningModule):
     """Cross-entropy with label smoothing, or soft targets when CutMix/MixUp is on, or (`loss`
-    jsd) AugMix's Jensen-Shannon consistency loss over a clean and two augmented views.
+    jsd) AugMix's Jensen-Shannon consistency loss over a clean and two augmented views; `loss`
+    logitnorm takes the cross-entropy (either kind) on logits of norm 1/`logitnorm_tau`.
 
     `optimizer` and `scheduler` are partials from the `optim` config, completed in
     `configure_optimizers` once the number of steps is known. `run_config` (the resolved Hydra
@@ -69,6 +71,7 @@ class CIFARClassifier(L.LightningModule):
         compile: bool | Mapping[str, Any] | None = None,
         loss: str = "cross_entropy",
         jsd_alpha: float = 12.0,
+        logitnorm_tau: float = 0.04,
     ):
         super().__init__()
         # channels_last/compile change speed only; the state dict keys stay those of `net`.
@@ -88,6 +91,7 @@ class CIFARClassifier(L.LightningModule):
             # timm's loss: cross-entropy (label-smoothed when asked) on the clean view plus
             # alpha x the Jensen-Shannon divergence of the three views' predictions.
             self.jsd_loss = JsdCrossEntropy(JSD_VIEWS, alpha=jsd_alpha, smoothing=label_smoothing)
+        self.logitnorm_tau = check_tau(logitnorm_tau) if loss == "logitnorm" else None
         self.run_config = dict(run_config or {})
         self.tta = tta  # no parameters: checkpoints are the same with or without it
         self.wandb_id: str | None = None
@@ -112,7 +116,8 @@ class CIFARClassifier(L.LightningModule):
         """(loss, logits) of one training batch: CutMix/MixUp soft targets when mixing is on,
         the JSD loss for (B, views, C, H, W) batches with `loss=jsd` (all views through the
         model as one batch; the logits returned are the clean view's, one row per image), else
-        cross-entropy with label smoothing. The plain-loop benchmark calls this too."""
+        cross-entropy with label smoothing; both of the last on normalised logits with
+        `loss=logitnorm`. The plain-loop benchmark calls this too."""
         if self.jsd_loss is not None:
             if images.ndim != 5 or images.size(1) != JSD_VIEWS:
                 raise CifarLabError(
@@ -125,9 +130,18 @@ class CIFARClassifier(L.LightningModule):
         if self.mixup is not None:
             images, soft_targets = self.mixup(images, labels)
             logits = self(images)
-            return self.soft_loss(logits, soft_targets), logits
+            return self.soft_loss(self.loss_logits(logits), soft_targets), logits
         logits = self(images)
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
+        loss = F.cross_entropy(
+            self.loss_logits(logits), labels, label_smoothing=self.label_smoothing
+        )
+        return loss, logits
+
+    def loss_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the training loss is taken on: the logits, normalised under `loss=logitnorm`."""
+        if self.logitnorm_tau is None:
+            return logits
+        return normalized_logits(logits, self.logitnorm_tau)
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
