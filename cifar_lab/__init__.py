@@ -2,7 +2,7 @@
 
 Architecture (each layer imports only the layers below it; `tests/test_architecture.py` checks):
 
-    entry points   train  predict  bench  report  show_augment  corrupt   (import no entry point)
+    entry points   train predict bench report show_augment corrupt study (import no entry point)
     composition    build (objects from a config)   benchmarks/   sweeps/
     training | evaluation   training/ (loggers, DDP)  |  evaluation/ (scores, tables, plots)
     models         models/ (backbones, LightningModule, TTA part)       (never evaluation/)

@@ -25,7 +25,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -51,27 +51,41 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+class JobError(CompactHydraException):
+    """A multirun job's user error: Hydra prints a compact exception as its message alone, under
+    its own "Error executing job with overrides: [...]" line, instead of a traceback."""
+
+
+def user_error_line(err: BaseException) -> str | None:
+    """The one line a user error prints (`error: ...`, with a hint for Lightning's settings
+    errors), or None for anything else, which keeps its traceback."""
+    if isinstance(err, MissingMandatoryValue):
+        key = err.full_key or "a key"
+        return f"error: {key} has no value: add {key}=... to the command line"
+    # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
+    user_error = err.__cause__ if isinstance(err, InstantiationException) else err
+    if not isinstance(user_error, USER_ERRORS):
+        return None
+    first_line = (str(user_error).strip().splitlines() or [type(user_error).__name__])[0]
+    hint = next((fix for found, fix in LIGHTNING_FIXES.items() if found in first_line), "")
+    return f"error: {first_line}{hint}"
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Print a `CifarLabError` (or Lightning's settings error, with its own hint) as one line
-    and exit 1; in a multirun let Hydra record it as a failed job instead, so the other jobs
-    still run."""
+    and exit 1; in a multirun hand it to Hydra as a failed job (still one line, under the job's
+    overrides), so the other jobs still run."""
     try:
         yield
-    except MissingMandatoryValue as err:
+    except (MissingMandatoryValue, CifarLabError, MisconfigurationException,
+            InstantiationException) as err:  # fmt: skip
+        line = user_error_line(err)
+        if line is None:
+            raise
         if in_multirun():
-            raise
-        key = err.full_key or "a key"
-        print(f"error: {key} has no value: add {key}=... to the command line", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (CifarLabError, MisconfigurationException, InstantiationException) as err:
-        # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
-        user_error = err.__cause__ if isinstance(err, InstantiationException) else err
-        if in_multirun() or not isinstance(user_error, USER_ERRORS):
-            raise
-        first_line = (str(user_error).strip().splitlines() or [type(user_error).__name__])[0]
-        hint = next((fix for found, fix in LIGHTNING_FIXES.items() if found in first_line), "")
-        print(f"error: {first_line}{hint}", file=sys.stderr)
+            raise JobError(line) from None
+        print(line, file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -144,10 +158,12 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
         if key in groups:
             options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
             for value in override_values(override):
-                if str(value) not in options and value is not None:
-                    guess = did_you_mean(str(value), options, f"{key}=")
-                    fail(f"{key}={value} is not an option of {key}{guess}; options: {options}")
-            chosen.append(f"{key}={override_values(override)[0]}")
+                # a list chooses several options of one group: callbacks=[default,ema]
+                for option in value if isinstance(value, list) else [value]:
+                    if str(option) not in options and option is not None:
+                        guess = did_you_mean(str(option), options, f"{key}=")
+                        fail(f"{key}={option} is not an option of {key}{guess}; options: {options}")
+            chosen.append(f"{key}={group_choice(override_values(override)[0])}")
     if all(override.key_or_group in groups for override in parsed):
         return  # no key to check: no need to compose (it costs a Hydra composition)
     cfg = composed(config_name, chosen)
@@ -169,6 +185,11 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
             guess = did_you_mean(key, config_keys(cfg))
             fail(f"{key} is not a key of the {config_name} config{guess}; a new key takes a +")
         check_type(key, node, override_values(override))
+
+
+def group_choice(value: Any) -> str:
+    """A group's chosen option(s) as an override value again: `ema`, or `[default,ema]`."""
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def override_values(override: Any) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ from cifar_lab.training.distributed import (
 )
 from cifar_lab.training.loggers import build_loggers, finish_wandb, wandb_run_id
 from cifar_lab.training.preemption import PreemptionHandler
+from cifar_lab.training.progress import training_cost
 
 log = logging.getLogger(__spec__.name)  # the module's name, also under `python -m`
 
@@ -159,6 +161,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             follow_class_subset(cfg)
             run_config = OmegaConf.to_container(cfg, resolve=True)
             datamodule = build_datamodule(cfg)
+            if is_global_zero():  # missing or bad data fails here, before a logger run exists
+                datamodule.prepare_data()
+                datamodule.load_splits()
             loggers = build_loggers(
                 cfg.get("logger"), resume_wandb_id=checkpoint.wandb_id if checkpoint else None
             )
@@ -175,14 +180,17 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             for logger in loggers:
                 logger.log_hyperparams(run_config)
             preemption.check()
+            fit_start = time.perf_counter()
             trainer.fit(
                 module,
                 datamodule=datamodule,
                 ckpt_path=str(ckpt_path) if ckpt_path else None,
                 weights_only=True,
             )
+            fit_seconds = time.perf_counter() - fit_start
             preemption.check()
             record.update(run_metrics(trainer))
+            record.update(training_cost(trainer, fit_seconds))
             if cfg.get("test"):
                 best = record.metrics.get("best_model_path")
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cifar_lab"
-ENTRY_POINTS = {"train", "predict", "bench", "report", "show_augment", "corrupt"}
+ENTRY_POINTS = {"train", "predict", "bench", "report", "show_augment", "corrupt", "study"}
 
 
 def module_name(path: Path) -> str:

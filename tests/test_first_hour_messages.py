@@ -51,3 +51,36 @@ def test_a_mistake_is_one_line_naming_the_fix(case: str, tmp_path: Path) -> None
     errors = [line for line in lines if "error" in line.lower()]
     assert errors == [lines[-1]] and lines[-1].startswith("error: ") and fix in lines[-1], lines
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_data_that_fails_to_load_leaves_no_logger_run(tmp_path: Path) -> None:
+    """The data is read before the logger starts, so a typo in data.root leaves no wandb run
+    (an offline run folder a user would have to find and delete)."""
+    run_dir = tmp_path / "run"
+    result = run_module(
+        "cifar_lab.train", "experiment=smoke", f"data.root={tmp_path / 'no-data'}",
+        "data.download=false", "logger=wandb", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 1 and "not found" in result.stderr.strip().splitlines()[-1]
+    assert not (run_dir / "wandb").exists() and not list(tmp_path.rglob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_a_user_error_inside_a_multirun_is_one_line_per_job_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    result = run_module(
+        "cifar_lab.train", "-m", "experiment=smoke", f"data.root={tmp_path / 'no-data'}",
+        "data.download=false", "logger=none", "data.batch_size=16,32", cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    failed = lines.index(next(line for line in lines if line.startswith("Error executing job")))
+    assert lines[failed + 1].startswith("error: cifar100 not found: ")
+    assert "Traceback" not in result.stderr
+    # both jobs ran and recorded their failure; the sweep goes on past a failed job
+    records = sorted(tmp_path.glob("outputs/smoke/multirun/*/*/metrics.json"))
+    assert len(records) == 2 and all('"failed"' in record.read_text() for record in records)

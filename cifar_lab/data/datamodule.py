@@ -142,6 +142,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.predict_sets: list[ImageSet] | None = None
+        self.splits: tuple[ImageArrays, np.ndarray, np.ndarray, ImageArrays] | None = None
         self.classes: list[str] = []
 
     @property
@@ -210,6 +211,23 @@ class CIFARDataModule(L.LightningDataModule):
             return train, train_idx, val_idx
         return train, np.arange(len(train)), np.arange(0)
 
+    def load_splits(self) -> tuple[ImageArrays, np.ndarray, np.ndarray, ImageArrays]:
+        """The known classes' training images with the seeded (train, val) indices into them,
+        and the test split, read once and checked (labels within `num_classes`). `train` calls
+        this before it starts a logger, so data that fails to load leaves no logger run."""
+        if self.splits is None:
+            hp = self.hparams
+            train, train_idx, val_idx = self.train_split()
+            test = self.known(self._load(train=False))
+            for split, part in (("train", train), ("test", test)):  # before any epoch, not after
+                if int(part.labels.max(initial=0)) >= hp.num_classes:
+                    raise CifarLabError(
+                        f"{split} labels in {self.root} go up to {int(part.labels.max())} but "
+                        f"data.num_classes={hp.num_classes}; pick the matching data config"
+                    )
+            self.splits = (train, train_idx, val_idx, test)
+        return self.splits
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             self.load_predict_sets()
@@ -217,14 +235,7 @@ class CIFARDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        train, train_idx, val_idx = self.train_split()
-        test = self.known(self._load(train=False))
-        for split, part in (("train", train), ("test", test)):  # before any epoch, not after
-            if int(part.labels.max(initial=0)) >= hp.num_classes:
-                raise CifarLabError(
-                    f"{split} labels in {self.root} go up to {int(part.labels.max())} but "
-                    f"data.num_classes={hp.num_classes}; pick the matching data config"
-                )
+        train, train_idx, val_idx, test = self.load_splits()
         self.classes = train.classes
         pipeline = self.input_pipeline()
         test_order = class_interleaved(test.labels)
@@ -236,6 +247,7 @@ class CIFARDataModule(L.LightningDataModule):
             self.train_set = pipeline.train_set(train.images, train.labels)
             self.val_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
         self.test_set = pipeline.eval_set(test.images[test_order], test.labels[test_order])
+        self.splits = None  # the sets above hold what they need
 
     def load_predict_sets(self) -> list[ImageSet]:
         """The clean test split (if `predict_clean`), the OOD set's files and the detection

@@ -54,6 +54,11 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST
 
 
+def best_checkpoint(run_dir: str | Path) -> Path:
+    """The best-epoch checkpoint of the run in `run_dir` (score it)."""
+    return Path(run_dir) / CHECKPOINT_DIR / BEST
+
+
 @dataclass(frozen=True)
 class CheckpointPayload:
     """What cifar-lab adds to each checkpoint under `CHECKPOINT_KEY`."""

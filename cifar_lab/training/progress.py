@@ -41,6 +41,7 @@ class EpochLog(Callback):
         self._epoch_start = 0.0
         self._images = 0
         self._epoch_seconds: list[float] = []
+        self.images_seen = 0  # training images of this process since fitting began
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start, self._images = time.perf_counter(), 0
@@ -49,7 +50,9 @@ class EpochLog(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         labels = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
-        self._images += len(labels) if isinstance(labels, torch.Tensor) else 0
+        images = len(labels) if isinstance(labels, torch.Tensor) else 0
+        self._images += images
+        self.images_seen += images
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -70,6 +73,21 @@ class EpochLog(Callback):
             mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
             parts.append(f"ETA {duration(mean * (total - epoch))}")
         log.info("%s: %s", parts[0], ", ".join(parts[1:]))
+
+
+def training_cost(trainer: L.Trainer, seconds: float) -> dict[str, float]:
+    """What fitting cost, for a run's record (and a study's table): `train/wall_s`, the wall
+    time of `trainer.fit` (training, validation and checkpoints of this attempt: a run resumed
+    from last.ckpt counts from its resume), `train/images`, the training images of that time over
+    all processes (a JSD image counts once, not per view), and `train/images_per_s`, the two
+    divided."""
+    seen = sum(cb.images_seen for cb in trainer.callbacks if isinstance(cb, EpochLog))
+    images = seen * trainer.world_size  # each process counts its own share of the batches
+    return {
+        "train/wall_s": seconds,
+        "train/images": images,
+        "train/images_per_s": images / seconds if seconds > 0 else None,
+    }
 
 
 class NetSummary(RichModelSummary):
