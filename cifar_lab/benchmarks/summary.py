@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 FIGURE_ENDINGS = (
-    "img_per_s", "_over_plain", "_over_model", "tta_overhead", "peak_rss_mib", "full_set_seconds"
+    "img_per_s", "_over_plain", "_over_model", "tta_overhead", "peak_rss_mib", "full_set_seconds",
+    "step_cost",
 )  # fmt: skip
 LEFT_OUT = ("corruptions.", "_min", "_max", "worker")  # in bench.json only
 
@@ -26,7 +27,7 @@ def figure(path: str, value: float, spread: tuple[float, float] | None) -> str:
         text = f"{value:,.0f} MiB"
     elif path.endswith("seconds"):
         text = f"{value:,.1f} s"
-    elif "_over_" in path or path.endswith("overhead"):
+    elif "_over_" in path or path.endswith(("overhead", "step_cost")):
         text = f"{value:.2f}"
     else:
         text = f"{value:,.1f}"
