@@ -6,6 +6,8 @@ Architecture (each layer imports only the layers below it; `tests/test_architect
     composition    build (objects from a config)   benchmarks/   sweeps/
     training | evaluation   training/ (loggers, DDP)  |  evaluation/ (scores, tables, plots)
     models         models/ (backbones, LightningModule, TTA part)       (never evaluation/)
+    attacks        attacks/ (FGSM/PGD, AutoAttack, adversarial training objectives, the
+                   robustness evaluation of `predict attack=`)
     data           data/ (CIFAR, OOD sets, pipelines, datamodule)
     base           runs/ (the run on disk: checkpoints, their callbacks, config rebuilt from
                    one, metrics.json); errors files memory speed cli

@@ -5,6 +5,7 @@
     python -m cifar_lab.bench bench=train model=resnet50 data.batch_size=512 augment.backend=batched
     python -m cifar_lab.bench bench=gpu_check data.root=/data   # every GPU path (reduced on a CPU)
     python -m cifar_lab.bench bench=detect data.root=/data      # what OOD detection adds
+    python -m cifar_lab.bench bench=attack experiment=smoke data=cifar10   # attacks, adv. training
 
 Prints the figures, rounded (median and min-max), and writes the whole result to
 `<run dir>/bench.json`. Every figure is the median over
@@ -26,6 +27,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lab.benchmarks.attack import bench_attack
 from cifar_lab.benchmarks.corrupt import bench_corrupt
 from cifar_lab.benchmarks.data import bench_data
 from cifar_lab.benchmarks.detect import bench_detect
@@ -50,6 +52,7 @@ SECTIONS: dict[str, Callable[[DictConfig, torch.device], dict[str, Any]]] = {
     "corrupt": bench_corrupt,
     "gpu_check": bench_gpu_check,
     "detect": bench_detect,
+    "attack": bench_attack,
 }
 
 
@@ -85,7 +88,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise CifarLabError(
             f"bench.sections has unknown {unknown}; expected some of {list(SECTIONS)} "
-            f"(or bench=data|train|predict|corrupt|detect|all)"
+            f"(or bench=data|train|predict|corrupt|detect|attack|all)"
         )
     configure_torch()
     device = bench_device(cfg)

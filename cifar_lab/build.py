@@ -19,9 +19,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lab.attacks.settings import AttackSettings
+from cifar_lab.attacks.training import AdversarialTraining
 from cifar_lab.data.datamodule import CIFARDataModule
 from cifar_lab.data.detection_sources import DetectionSources
 from cifar_lab.data.ood import OODSet
+from cifar_lab.data.transforms import augment_normalization
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.classifier import CIFARClassifier, loss_views
 from cifar_lab.models.tta import TestTimeAugmentation
@@ -139,8 +142,36 @@ def build_module(
         loss=cfg.loss.get("name") or "cross_entropy",
         jsd_alpha=cfg.loss.get("jsd_alpha", 12.0),
         logitnorm_tau=cfg.loss.get("logitnorm_tau", 0.04),
+        adversary=build_adversary(cfg),
         **speed_options,
     )
+
+
+def build_adversary(cfg: DictConfig) -> AdversarialTraining | None:
+    """The `adv` config's adversarial training (None for `adv=none` or a config without it),
+    attacking [0, 1] pixels behind the run's normalisation."""
+    adv_cfg = cfg.get("adv")
+    if not adv_cfg or not adv_cfg.get("_target_"):
+        return None
+    mean, std = augment_normalization(cfg.augment, cfg.data.name)
+    return instantiate_checked(adv_cfg, mean=list(mean), std=list(std))
+
+
+def build_attack(attack_cfg: DictConfig | None) -> AttackSettings | None:
+    """The `attack` config's settings (`attack=none`: None), every value checked."""
+    if not attack_cfg or not attack_cfg.get("_target_"):
+        return None
+    return instantiate_checked(attack_cfg)
+
+
+def instantiate_checked(cfg: DictConfig, **kwargs: Any) -> Any:
+    """`instantiate`, with a user error raised by the constructor as itself (one line)."""
+    try:
+        return instantiate(cfg, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, CifarLabError):
+            raise err.__cause__ from None
+        raise
 
 
 def build_ood(ood_cfg: DictConfig | None) -> OODSet | None:

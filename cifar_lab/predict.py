@@ -3,6 +3,7 @@
     python -m cifar_lab.predict ckpt=outputs/smoke/runs/<run>/checkpoints/best.ckpt
     python -m cifar_lab.predict ckpt=... tta=shift ood=leaderboard ood.download=true
     python -m cifar_lab.predict ckpt=... tta=flip_shift ood=cifar100c data.root=/data
+    python -m cifar_lab.predict ckpt=... attack=pgd attack.eps=[0,2,4,8]
 
     python -m cifar_lab.predict ckpt=... detect=standard            # OOD detection (README)
 
@@ -13,6 +14,8 @@ the training images the temperature and the feature detectors are fitted on (ODI
 input gradients, has a pass of its own); then metrics.json, the per-class CSV, the confusion
 matrix, calibration and selective prediction, the OOD set's CSVs/plots and the OOD detection
 report are written into the run dir.
+With `attack=`, a class-balanced subset of the clean split is then attacked
+(`cifar_lab.attacks.robustness`: `adv/<attack>/...` metrics and files).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from cifar_lab.attacks.robustness import plan_attack, run_attack
 from cifar_lab.build import (
+    build_attack,
     build_datamodule,
     build_module,
     build_ood,
@@ -231,10 +236,18 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     record = RunRecord(out_dir, ckpt=str(cfg.ckpt), stop_signals=(signal.SIGTERM,))
     with record:
         try:
+            attack = build_attack(cfg.get("attack"))
             module, datamodule, first = prepare(cfg)
+            plan = None
+            if attack is not None:
+                plan = plan_attack(
+                    attack, module, datamodule, cfg.trainer.accelerator, first["tta"]
+                )
             extras = prepare_extras(cfg, module, datamodule)
             record.update(first)
             record.update(score(cfg, module, datamodule, out_dir, extras))
+            if plan is not None:
+                record.update(run_attack(plan, out_dir))
         finally:
             record.update({"peak_rss_mib": peak_rss_mib()})
     log_summary(record.metrics, out_dir)

@@ -71,6 +71,12 @@ def test_no_module_imports_an_entry_point(entry_point: str) -> None:
         ("cifar_lab.runs", "cifar_lab.build"),
         ("cifar_lab.runs", "cifar_lab.cli"),
         ("cifar_lab.training", "cifar_lab.cli"),
+        ("cifar_lab.attacks", "cifar_lab.models"),
+        ("cifar_lab.attacks", "cifar_lab.evaluation"),
+        ("cifar_lab.attacks", "cifar_lab.training"),
+        ("cifar_lab.attacks", "cifar_lab.build"),
+        ("cifar_lab.data", "cifar_lab.attacks"),
+        ("cifar_lab.runs", "cifar_lab.attacks"),
     ],
 )
 def test_a_lower_layer_never_imports_a_higher_one(lower: str, upper: str) -> None:

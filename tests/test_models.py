@@ -22,6 +22,7 @@ from cifar_lab.speed import split_model_config
         ["model=convnet"],
         ["model=convnet", "model.act_layer=mish", "model.drop_block_rate=0.1"],
         ["model=resnet50", "model.act_layer=gelu"],
+        ["model=resnet18"],
         ["model=resnext50", "model.cardinality=8", "model.base_width=4"],
         ["model=resnet101", "model.drop_block_rate=0.1", "model.act_layer=leaky_relu"],
         ["model=timm", "model.name=resnet18", "model.stem=cifar"],

@@ -130,8 +130,11 @@ EVERY_EPOCH = [
         ["augment=seed"],
         ["augment=seed", "callbacks=ema"],
         ["augment=seed", "augment.backend=batched", "augment.batched_on=device"],
+        ["augment=basic", "adv=fgsm_rs"],
+        ["augment=basic", "adv=pgd", "adv.steps=2"],
+        ["augment=basic", "adv=trades", "adv.steps=2"],
     ],
-    ids=["albumentations", "ema", "batched_on_device"],
+    ids=["albumentations", "ema", "batched_on_device", "adv_fgsm_rs", "adv_pgd", "adv_trades"],
 )
 def test_resume_continues_exactly_where_training_stopped(
     train_cfg, tmp_path: Path, recipe: list[str]

@@ -9,6 +9,7 @@ from typing import Any
 FIGURE_ENDINGS = (
     "img_per_s", "_over_plain", "_over_model", "tta_overhead", "peak_rss_mib", "full_set_seconds",
     "fit_seconds",
+    "step_cost",
 )  # fmt: skip
 LEFT_OUT = ("corruptions.", "_min", "_max", "worker")  # in bench.json only
 
@@ -27,7 +28,7 @@ def figure(path: str, value: float, spread: tuple[float, float] | None) -> str:
         text = f"{value:,.0f} MiB"
     elif path.endswith("seconds"):
         text = f"{value:,.1f} s" if value >= 1 else f"{value:.2g} s"  # a 0.02 s fit is not 0.0
-    elif "_over_" in path or path.endswith("overhead"):
+    elif "_over_" in path or path.endswith(("overhead", "step_cost")):
         text = f"{value:.2f}"
     else:
         text = f"{value:,.1f}"

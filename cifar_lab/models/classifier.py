@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cifar_lab.attacks.training import AdversarialTraining, check_combination
 from cifar_lab.data.mixing import build_mixup, mixing_enabled
 from cifar_lab.errors import CifarLabError
 from cifar_lab.models.logitnorm import check_tau, normalized_logits
@@ -57,6 +58,8 @@ class CIFARClassifier(L.LightningModule):
     `configure_optimizers` once the number of steps is known. `run_config` (the resolved Hydra
     config) travels in every checkpoint so `predict` can rebuild the model from the file alone.
     `tta` is how the predict step averages over test-time views (None: the image as it is).
+    `adversary` (the `adv` config) trains on adversarial examples instead (see
+    `cifar_lab.attacks.training`).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class CIFARClassifier(L.LightningModule):
         loss: str = "cross_entropy",
         jsd_alpha: float = 12.0,
         logitnorm_tau: float = 0.04,
+        adversary: AdversarialTraining | None = None,
     ):
         super().__init__()
         # channels_last/compile change speed only; the state dict keys stay those of `net`.
@@ -94,6 +98,8 @@ class CIFARClassifier(L.LightningModule):
             # alpha x the Jensen-Shannon divergence of the three views' predictions.
             self.jsd_loss = JsdCrossEntropy(JSD_VIEWS, alpha=jsd_alpha, smoothing=label_smoothing)
         self.logitnorm_tau = check_tau(logitnorm_tau) if loss == "logitnorm" else None
+        check_combination(adversary, mixing_enabled(mix), loss_views(loss), loss)
+        self.adversary = adversary
         self.run_config = dict(run_config or {})
         self.tta = tta  # no parameters: checkpoints are the same with or without it
         self._predict_outputs: tuple[str, ...] = PROBS_ONLY
@@ -120,7 +126,10 @@ class CIFARClassifier(L.LightningModule):
         the JSD loss for (B, views, C, H, W) batches with `loss=jsd` (all views through the
         model as one batch; the logits returned are the clean view's, one row per image), else
         cross-entropy with label smoothing; both of the last on normalised logits with
-        `loss=logitnorm`. The plain-loop benchmark calls this too."""
+        `loss=logitnorm`; with `adversary`, its loss on adversarial examples. The plain-loop
+        benchmark calls this too."""
+        if self.adversary is not None:
+            return self.adversary(self, images, labels, self.label_smoothing)
         if self.jsd_loss is not None:
             if images.ndim != 5 or images.size(1) != JSD_VIEWS:
                 raise CifarLabError(

@@ -2,7 +2,9 @@
 
 A checkpoint stores the resolved config of the run that wrote it; its `REBUILT_GROUPS` (data,
 model, augment, optim, loss) rebuild the same network, data and optimizer without the original
-command line. The file is shared, so what it stores is data, never instructions:
+command line, and `OPTIONAL_GROUPS` (adv: the adversarial training objective) come along where
+the checkpoint has them (older ones do not: this command line's then stay). The file is
+shared, so what it stores is data, never instructions:
 - it may build only cifar-lab's own objects (`TRUSTED_TARGETS`): Hydra's `_target_` would
   otherwise call any importable function it names (e.g. `shutil.copyfile`);
 - where data lives and whether to download or MD5-check it (`LOCAL_DATA_KEYS`) are this
@@ -26,6 +28,7 @@ from cifar_lab.errors import CifarLabError
 from cifar_lab.runs.checkpoint import RunCheckpoint
 
 REBUILT_GROUPS = ("data", "model", "augment", "optim", "loss")
+OPTIONAL_GROUPS = ("adv",)
 LOCAL_DATA_KEYS = ("root", "download", "check_integrity")
 TRUSTED_TARGETS = frozenset(
     {
@@ -38,6 +41,7 @@ TRUSTED_TARGETS = frozenset(
         "cifar_lab.data.CIFARDataModule",
         "cifar_lab.data.datamodule.CIFARDataModule",
         "cifar_lab.training.ema.EMA",
+        "cifar_lab.attacks.training.AdversarialTraining",
     }
 )
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -89,6 +93,7 @@ def stored_run_config(stored: Mapping[str, Any], source: str) -> DictConfig:
             f"expected a .ckpt written by cifar_lab.train"
         )
     groups = {group: stored[group] for group in REBUILT_GROUPS}
+    groups |= {g: stored[g] for g in OPTIONAL_GROUPS if isinstance(stored.get(g), Mapping)}
     check_trusted(groups, source)
     check_stored_values(groups, source)
     try:
@@ -158,7 +163,7 @@ def given_by_overrides(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, A
     given: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if key.partition(".")[0] in REBUILT_GROUPS:
+        if key.partition(".")[0] in (*REBUILT_GROUPS, *OPTIONAL_GROUPS):
             given[key] = DELETED if override.is_delete() else plain(OmegaConf.select(cfg, key))
     return given
 
@@ -192,8 +197,9 @@ def rebuild_config(
     merged = cfg.copy()
     notices = []
     with open_dict(merged):
-        for group in REBUILT_GROUPS:
-            merged[group] = stored[group]
+        for group in (*REBUILT_GROUPS, *OPTIONAL_GROUPS):
+            if group in stored:
+                merged[group] = stored[group]
         for key, value in given.items():
             if key.partition(".")[2] in LOCAL_DATA_KEYS and key.startswith("data."):
                 continue
