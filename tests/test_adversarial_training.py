@@ -77,6 +77,7 @@ def test_training_examples_stay_within_the_budget_in_pixel_space(name, steps, al
     [
         (["+augment.mix={mixup_alpha: 0.8}"], "adv=fgsm_rs attacks each image against its own"),
         (["loss=jsd", "augment=augmix"], "adv=fgsm_rs trains on one view per image"),
+        (["loss=logitnorm"], "loss=logitnorm would be ignored"),
         (["adv.eps=-1"], r"adv.eps=-1 is out of range; expected a number from 0 to 255"),
         (["adv.eps=300"], r"adv.eps=300 is out of range"),
         (["adv.steps=3"], "adv.steps=3 with adv=fgsm_rs: FGSM takes one step"),
