@@ -23,6 +23,7 @@ from cifar_lab.sweeps.study_runs import (
     plan_scoring,
     resolve_settings,
     scoring_status,
+    study_runs,
 )
 from cifar_lab.sweeps.study_table import write_study_table
 from cifar_lab.sweeps.sweep_report import read_csv_log
@@ -358,3 +359,14 @@ def test_a_run_trained_before_train_recorded_its_cost_gets_an_estimate(tmp_path:
     row = read_table(study_dir)["sweep/0"]
     assert (row["train/wall_s"], row["train/images_per_s"]) == ("50.0", "128.0")  # 100 x 64 / 50
     assert "cost estimated from start/end time" in row["note"] and row["score"] == "not scored"
+
+
+def test_a_predict_run_saved_inside_a_sweep_is_not_one_of_its_runs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for name, entry_point in (("0", "train"), ("eval/pgd", "predict"), ("1", None)):
+        fake_run(sweep / name, {"status": "finished"})
+        if entry_point:
+            hydra_yaml = {"hydra": {"job": {"name": entry_point}}}
+            (sweep / name / ".hydra" / "hydra.yaml").write_text(json.dumps(hydra_yaml))
+
+    assert [run.name for run in study_runs([sweep])] == ["sweep/0", "sweep/1"]

@@ -81,12 +81,23 @@ class StudyRun:
         return run_state(read_record(self.path)) == FINISHED
 
 
+def trained_by(job: Path) -> str | None:
+    """The entry point that made a job folder (`hydra.job.name`: train, predict, ...)."""
+    try:
+        return OmegaConf.select(OmegaConf.load(job / ".hydra" / "hydra.yaml"), "hydra.job.name")
+    except UNREADABLE:
+        return None
+
+
 def study_runs(sweeps: Sequence[Path]) -> list[StudyRun]:
-    """Every job folder of the sweeps, in sweep then job order; a one-line error for a folder
-    that is not a sweep or two runs of the same name."""
+    """Every training job folder of the sweeps, in sweep then job order (a predict or bench
+    run saved inside a sweep folder is not one of its runs); a one-line error for a folder that
+    is not a sweep or two runs of the same name."""
     runs = []
     for sweep in sweeps:
         for job in sweep_jobs(sweep):
+            if trained_by(job) not in ("train", None):
+                continue
             name = sweep.name if job == sweep else f"{sweep.name}/{job.relative_to(sweep)}"
             runs.append(StudyRun(name, sweep, job))
     seen: dict[str, StudyRun] = {}
