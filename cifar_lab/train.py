@@ -225,7 +225,7 @@ def resumed(cfg: DictConfig, checkpoint: RunCheckpoint, overrides: Sequence[str]
     cfg, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, overrides))
     check_stored_network(cfg.model, f"checkpoint {checkpoint.path}")
     log.info(
-        "resuming %s: data, model, augment, optim and loss as stored in it, "
+        "resuming %s: data, model, augment, optim, loss (and adv) as stored in it, "
         "with the command line's keys of these groups on top",
         checkpoint.path,
     )
