@@ -54,10 +54,11 @@ def test_predict_logs_a_line_per_scored_set(tiny_checkpoint, cifar100_root, tmp_
         predict(cfg)
 
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scored ")]
-    assert len(lines) == 3, lines
-    assert re.fullmatch(r"scored clean: 100 images, [\d,]+ img/s; set 1/3, ETA \d+s", lines[0])
+    assert len(lines) == 4, lines  # the validation split the temperature is fitted on is last
+    assert re.fullmatch(r"scored clean: 100 images, [\d,]+ img/s; set 1/4, ETA \d+s", lines[0])
     assert lines[1].startswith("scored fog: 50 images") and ", ETA " in lines[1]
-    assert re.fullmatch(r"scored snow: 50 images, [\d,]+ img/s; set 3/3", lines[2])
+    assert lines[2].startswith("scored snow: 50 images") and ", ETA " in lines[2]
+    assert re.fullmatch(r"scored train/calibration: \d+ images, [\d,]+ img/s; set 4/4", lines[3])
 
 
 def test_a_wandb_run_ends_without_its_history_and_summary_tables(cifar100_root, tmp_path):
