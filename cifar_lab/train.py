@@ -47,6 +47,7 @@ from cifar_lab.runs.record import (
     refuse_to_overwrite,
     stop_signal,
 )
+from cifar_lab.runs.resume_state import check_training_state
 from cifar_lab.speed import configure_torch
 from cifar_lab.training.distributed import (
     end_process_group,
@@ -169,6 +170,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             module = build_module(cfg, run_config, processes=world_size(trainer))
             if checkpoint is not None:
                 checkpoint.check_weights_fit(module.net)
+                check_training_state(checkpoint, trainer, module)
             end_job = launch_ranks_for_this_job(trainer, in_multirun())
             # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
             module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
