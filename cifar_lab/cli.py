@@ -157,10 +157,15 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
         if key in groups:
             options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
             for value in override_values(override):
-                if str(value) not in options and value is not None:
-                    guess = did_you_mean(str(value), options, f"{key}=")
-                    fail(f"{key}={value} is not an option of {key}{guess}; options: {options}")
-            chosen.append(f"{key}={override_values(override)[0]}")
+                # a list chooses several options that combine (callbacks=[default,top_k])
+                for option in value if isinstance(value, list) else [value]:
+                    if str(option) not in options and option is not None:
+                        guess = did_you_mean(str(option), options, f"{key}=")
+                        fail(f"{key}={option} is not an option of {key}{guess}; options: "
+                             f"{options}")  # fmt: skip
+            first = override_values(override)[0]
+            chosen.append(f"{key}=[{','.join(map(str, first))}]" if isinstance(first, list)
+                          else f"{key}={first}")  # fmt: skip
     if all(override.key_or_group in groups for override in parsed):
         return  # no key to check: no need to compose (it costs a Hydra composition)
     cfg = composed(config_name, chosen)

@@ -26,10 +26,12 @@ from cifar_lab.cli import check_command_line
         (["+data=cifar10"], "use data=cifar10"),
         (["augment.mix.prob=1.0"], "augment.mix is null (off) in this config, so it has no keys "
          "to set; set it whole, e.g. 'augment.mix={mixup_alpha:0.8"),
+        (["callbacks=[default,early_stoping]"], "callbacks=early_stoping is not an option of "
+         "callbacks (did you mean callbacks=early_stopping?)"),
     ],
     ids=["key-typo", "lr-text", "epochs-float", "option-typo", "group-typo", "sweep-choice",
          "limit-text",
-         "experiment-key", "plus-group", "key-of-null"],
+         "experiment-key", "plus-group", "key-of-null", "option-in-a-list"],
 )  # fmt: skip
 def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -55,6 +57,8 @@ def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) 
         ["augment.mix={mixup_alpha:0.8,cutmix_alpha:1.0,prob:0.5,switch_prob:0.5}"],
         # Lightning's limits take a count or a fraction: 1.0 is every batch, not one
         ["experiment=smoke", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=0.5"],
+        # options that combine, as train's --help shows them, with a key checked beside them
+        ["callbacks=[default,early_stopping,lr_monitor]", "trainer.max_epochs=2"],
     ],
 )
 def test_good_overrides_pass_the_check(args) -> None:
