@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -135,10 +137,13 @@ def fail(message: str) -> NoReturn:
 
 def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
     """Before Hydra runs: `+group=option`, an unknown group option, a key the composed config
-    lacks (a typo) and a value of the wrong type (`lr=abc`, `max_epochs=1.5`) are each one line
-    naming the value and the fix, with a did-you-mean; in a multirun (`-m`) too, before any job
-    starts. Hydra's own answers are generic advice ("use +key") or a traceback."""
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and a[0] != "-"]
+    lacks (a typo), a value of the wrong type (`lr=abc`, `max_epochs=1.5`) and a run folder
+    Hydra cannot write are each one line naming the value and the fix, with a did-you-mean; in
+    a multirun (`-m`) too, before any job starts. Hydra's own answers are generic advice ("use
+    +key") or a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    check_output_folder(argv)
+    args = [a for a in argv if "=" in a and a[0] != "-"]
     reject_added_groups(config_name, args)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -187,6 +192,38 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
             guess = did_you_mean(key, config_keys(cfg))
             fail(f"{key} is not a key of the {config_name} config{guess}; a new key takes a +")
         check_type(key, node, override_values(override))
+
+
+# Hydra writes the run's `.hydra/` config files and opens its log file in the run folder before
+# any code of cifar-lab runs; less free space than this is a full disk for them.
+MIN_FREE_BYTES = 1 << 20
+DEFAULT_OUTPUTS = Path("outputs")  # where conf/hydra/default.yaml puts runs and sweeps
+
+
+def check_output_folder(argv: Sequence[str]) -> None:
+    """The folder Hydra will create the run in (`hydra.run.dir`, `hydra.sweep.dir` with `-m`,
+    else under ./outputs) must be, or be under, a writable folder with some free space: where it
+    is a file, read-only or full, Hydra's answer is a traceback from its logging setup."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.partition("=")[2] for a in argv if a.partition("=")[0].lstrip("+") == key]
+    if given and ("${" in given[-1] or "," in given[-1]):
+        return  # an interpolation or a sweep of folders: Hydra resolves it
+    folder = Path(given[-1]).expanduser() if given else DEFAULT_OUTPUTS
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = f"{key}={folder}" if given else f"the run folder under {folder.absolute()}"
+    fix = f"give a folder you can write: {key}=<folder>"
+    if not existing.is_dir():
+        fail(f"{where}: {existing} is a file, not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{where}: {existing} cannot be written (a read-only file system or no "
+             f"permission); {fix}")  # fmt: skip
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        fail(f"{where}: {existing} has {free / 2**20:.1f} MiB free, too little for the run's "
+             f"config and log files; free space there or {fix}")  # fmt: skip
 
 
 def override_values(override: Any) -> list[Any]:

@@ -3,6 +3,9 @@ in a multirun too: Hydra's own answers are generic advice ('use +key') or a trac
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import pytest
 import torch
 from support import run_module, tiny_data
@@ -93,3 +96,48 @@ def test_the_gpu_trainer_on_a_cpu_machine_names_trainer_cpu(cifar100_root, tmp_p
     assert result.returncode == 1
     assert result.stderr.strip().endswith("on this machine use trainer=cpu (or trainer=default, "
                                           "which picks the device)")  # fmt: skip
+
+
+def test_a_run_folder_that_is_a_file_is_one_line_before_hydra(tmp_path) -> None:
+    """Hydra creates the run folder and opens its log there first: its answer was a traceback.
+    (Every entry point runs the same check: predict, corrupt, bench, show_augment.)"""
+    (tmp_path / "taken").write_text("a file")
+
+    result = run_module("cifar_lab.train", f"hydra.run.dir={tmp_path / 'taken' / 'run'}",
+                        cwd=tmp_path)  # fmt: skip
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: hydra.run.dir={tmp_path / 'taken' / 'run'}: {tmp_path / 'taken'} is a file, not "
+        f"a folder; give a folder you can write: hydra.run.dir=<folder>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "broken", "expected"),
+    [
+        (["x=1"], "access", r"the run folder under .*/outputs: .* cannot be written \(a "
+         r"read-only file system or no permission\); give a folder you can write: hydra.run.dir="),
+        (["-m", "hydra.sweep.dir=RUN"], "access", r"hydra.sweep.dir=.*/run: .* cannot be written"),
+        (["hydra.run.dir=RUN"], "space", r"hydra.run.dir=.*/run: .* has 0.1 MiB free, too little "
+         r"for the run's config and log files; free space there or give a folder"),
+    ],
+    ids=["read-only-default", "read-only-sweep", "full"],
+)  # fmt: skip
+def test_a_read_only_or_full_run_folder_is_one_line(tmp_path, monkeypatch, capsys, argv, broken,
+                                                    expected) -> None:  # fmt: skip
+    """As root (tests here) a mode does not stop writes, and a read-only mount needs privileges:
+    the folder's state is what the operating system would answer."""
+    monkeypatch.chdir(tmp_path)
+    if broken == "access":
+        monkeypatch.setattr("cifar_lab.cli.os.access", lambda path, mode: False)
+    else:
+        nearly_full = SimpleNamespace(free=1 << 17)
+        monkeypatch.setattr("cifar_lab.cli.shutil.disk_usage", lambda path: nearly_full)
+    argv = [a.replace("RUN", str(tmp_path / "run")) for a in argv]
+
+    with pytest.raises(SystemExit):
+        check_command_line("train", argv)
+
+    err = capsys.readouterr().err
+    assert re.match(f"error: {expected}", err) and err.count("\n") == 1, err
