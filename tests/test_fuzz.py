@@ -36,7 +36,7 @@ from hypothesis.extra import numpy as hnp
 from omegaconf import DictConfig
 from support import STATEFUL_CALLBACKS, TINY_CONVNET, compose_train, tiny_data, tiny_training
 
-from cifar_lab.build import check_stored_network
+from cifar_lab.build import build_module, check_stored_network
 from cifar_lab.data.datasets import IMAGE_SHAPE, load_cifar
 from cifar_lab.data.ood import check_images, check_labels
 from cifar_lab.errors import CifarLabError
@@ -360,6 +360,7 @@ def test_fuzzed_stored_configs_build_or_fail_with_one_line(tiny_checkpoint: Path
     def rebuild(path: Path) -> DictConfig:
         stored = stored_run_config(read_checkpoint(path).config, str(path))
         check_stored_network(stored.model, str(path))
+        build_module(stored)  # what predict and a resume build from it
         return stored
 
     check(rebuild, path, lambda stored: isinstance(stored, DictConfig))
