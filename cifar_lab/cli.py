@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -65,11 +66,53 @@ def user_error_line(err: BaseException) -> str | None:
         return f"error: {key} has no value: add {key}=... to the command line"
     # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
     user_error = err.__cause__ if isinstance(err, InstantiationException) else err
+    if isinstance(err, InstantiationException) and not isinstance(user_error, USER_ERRORS):
+        return refused_settings_line(err)
     if not isinstance(user_error, USER_ERRORS):
         return None
     first_line = (str(user_error).strip().splitlines() or [type(user_error).__name__])[0]
     hint = next((fix for found, fix in LIGHTNING_FIXES.items() if found in first_line), "")
     return f"error: {first_line}{hint}"
+
+
+def refused_settings_line(err: InstantiationException) -> str | None:
+    """A constructor that refused the settings the config built it with (an unknown
+    `model.act_layer`, Lightning's ValueError for `trainer.precision=bogus`): one line naming
+    the command line's values it was given, those that its error message quotes first. Hydra's
+    own answer is three lines without the key; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    cause = err.__cause__ or err
+    why = " ".join(str(cause).split())[:200] or "no message"
+    found = re.search(r"target '([\w.]+)'", str(err))
+    target = found.group(1) if found else "an object of the config"
+    parts = {part.lower() for part in target.split(".")}
+    given = dict(command_line_values())
+    # the values of the groups the target belongs to (model.* for ...models.convnet...)
+    near = {k: v for k, v in given.items() if any(p.startswith(k.split(".")[0]) for p in parts)}
+    quoted = [
+        f"{k}={v}"
+        for k, v in (near or given).items()
+        if re.search(rf"(?<![\w.]){re.escape(v)}(?![\w.])", why)
+    ]
+    suspects = quoted or [f"{k}={v}" for k, v in near.items()]
+    what = f"{' or '.join(suspects[:3])} is" if suspects else "the config's settings are"
+    return (
+        f"error: {what} refused by {target} ({type(cause).__name__}: {why}); give a value it "
+        f"takes (--help lists the options; HYDRA_FULL_ERROR=1 shows where it failed)"
+    )
+
+
+def command_line_values() -> list[tuple[str, str]]:
+    """(key, value) of this job's command-line overrides, the last one of each key."""
+    if not HydraConfig.initialized():
+        return []
+    values: dict[str, str] = {}
+    for override in HydraConfig.get().overrides.task:
+        key, sep, value = override.partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    return list(values.items())
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from cifar_lab.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    check_optimizer,
     check_stored_network,
 )
 from cifar_lab.cli import (
@@ -168,6 +169,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
             preemption.checkpoint_path = last_checkpoint_path(trainer, output_dir)
             module = build_module(cfg, run_config, processes=world_size(trainer))
+            check_optimizer(module)
             if checkpoint is not None:
                 checkpoint.check_weights_fit(module.net)
                 check_training_state(checkpoint, trainer, module)

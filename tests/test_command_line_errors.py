@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from support import run_module, tiny_data
 
-from cifar_lab.cli import check_command_line
+from cifar_lab.cli import check_command_line, user_error_line
 
 
 @pytest.mark.parametrize(
@@ -141,3 +142,32 @@ def test_a_read_only_or_full_run_folder_is_one_line(tmp_path, monkeypatch, capsy
 
     err = capsys.readouterr().err
     assert re.match(f"error: {expected}", err) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("target", "cause", "expected"),
+    [
+        ("lightning.pytorch.trainer.trainer.Trainer", ValueError("Precision 'bogus' is invalid."),
+         "trainer.precision=bogus is refused by lightning.pytorch.trainer.trainer.Trainer "
+         "(ValueError: Precision 'bogus' is invalid.)"),
+        ("cifar_lab.models.convnet.create_convnet",
+         ValueError("dropout probability has to be between 0 and 1, but got 2"),
+         "model.drop_rate=2 is refused by cifar_lab.models.convnet.create_convnet"),
+        ("cifar_lab.models.convnet.create_convnet",
+         TypeError("not all arguments converted during string formatting"),
+         "model.drop_rate=2 or model.widths=abc is refused by"),
+    ],
+    ids=["quoted-value", "quoted-in-its-group", "its-group"],
+)  # fmt: skip
+def test_settings_a_constructor_refuses_are_named_in_one_line(monkeypatch, target, cause, expected):
+    given = [("trainer.precision", "bogus"), ("trainer.limit_train_batches", "2"),
+             ("model.drop_rate", "2"), ("model.widths", "abc")]  # fmt: skip
+    monkeypatch.setattr("cifar_lab.cli.command_line_values", lambda: given)
+    err = InstantiationException(f"Error in call to target '{target}':\n{cause!r}")
+    err.__cause__ = cause
+
+    line = user_error_line(err)
+
+    assert line.startswith(f"error: {expected}") and "\n" not in line, line
+    assert line.endswith("give a value it takes (--help lists the options; HYDRA_FULL_ERROR=1 "
+                         "shows where it failed)")  # fmt: skip
