@@ -47,6 +47,8 @@ def user_error(call: Callable[[], object], expected: str) -> str:
         ("optim.optimizer.opt=bogus", r"the optim.optimizer settings build no optimizer "
          r"\(ValueError: Optimizer bogus not found in registry\); fix them or choose another"),
         ("optim.optimizer.betas=[2]", r"the optim.optimizer settings build no optimizer"),
+        ("optim.scheduler.warmup_epochs=-1", r"optim.scheduler.warmup_epochs=-1 is invalid; "
+         r"expected a number >= 0"),
     ],
 )  # fmt: skip
 def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, expected) -> None:
