@@ -381,6 +381,9 @@ def setup_run_output() -> None:
     """Silence the third-party noise listed above, send Python warnings to the log, and write
     Lightning's log lines into the run's log file beside cifar-lab's (Lightning's loggers do
     not propagate to the root logger that Hydra gives the file)."""
+    # A log file that cannot be written (a full disk, a folder made read-only) would print a
+    # "--- Logging error ---" traceback for every line; the run's own error says what failed.
+    logging.raiseExceptions = False
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
     # train/* metrics are logged per epoch; the step interval only thins the per-step rows
     warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)

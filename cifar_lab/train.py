@@ -220,6 +220,14 @@ def resumed(cfg: DictConfig, checkpoint: RunCheckpoint, overrides: Sequence[str]
     """`cfg` rebuilt from the checkpoint's stored config, with a notice per override that
     changes the architecture."""
     cfg, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, overrides))
+    if cfg.data.get("num_classes") != checkpoint.num_classes:
+        # the network keeps the checkpoint's head; its loss and accuracy would see other labels
+        raise CifarLabError(
+            f"{checkpoint.path} holds a network for {checkpoint.num_classes} classes, but this "
+            f"run's data ({cfg.data.get('name')}) has {cfg.data.get('num_classes')}: resume "
+            f"with the data it was trained on (drop data=... from the command line), or start a "
+            f"new run"
+        )
     check_stored_network(cfg.model, f"checkpoint {checkpoint.path}")
     log.info(
         "resuming %s: data, model, augment, optim and loss as stored in it, "

@@ -3,6 +3,9 @@ in a multirun too: Hydra's own answers are generic advice ('use +key') or a trac
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import re
 from types import SimpleNamespace
 
@@ -11,7 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from support import run_module, tiny_data
 
-from cifar_lab.cli import check_command_line, user_error_line
+from cifar_lab.cli import check_command_line, setup_run_output, user_error_line
 
 
 @pytest.mark.parametrize(
@@ -171,3 +174,25 @@ def test_settings_a_constructor_refuses_are_named_in_one_line(monkeypatch, targe
     assert line.startswith(f"error: {expected}") and "\n" not in line, line
     assert line.endswith("give a value it takes (--help lists the options; HYDRA_FULL_ERROR=1 "
                          "shows where it failed)")  # fmt: skip
+
+
+def test_a_log_file_that_cannot_be_written_prints_no_traceback(capsys) -> None:
+    """A full disk under the run's log file: logging printed '--- Logging error ---' and a
+    traceback for every line, around the run's own one-line error."""
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler = logging.StreamHandler(FullDisk())
+    logger = logging.getLogger("cifar_lab.test_full_disk")
+    logger.addHandler(handler)
+    try:
+        setup_run_output()
+        logger.error("a line the log file cannot take")
+    finally:
+        logger.removeHandler(handler)
+        logging.raiseExceptions = True
+
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err

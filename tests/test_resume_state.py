@@ -153,6 +153,14 @@ def test_another_optimizer_on_resume_is_one_line(run: Path, cifar100_root: Path)
         resume(run, cifar100_root, "optim=sgd")
 
 
+def test_resuming_with_data_of_another_class_count_is_one_line(run, cifar10_root) -> None:
+    """The network keeps the checkpoint's 100-class head; CIFAR-10's labels met torchmetrics'
+    shape check inside the first step (a traceback)."""
+    expected = r"holds a network for 100 classes, but this run's data \(cifar10\) has 10: resume"
+    with pytest.raises(CifarLabError, match=expected):
+        resume(run, cifar10_root, "data=cifar10")
+
+
 def test_a_checkpoint_beyond_max_epochs_names_the_file(run: Path, cifar100_root, tmp_path) -> None:
     """Lightning's own refusal names neither the file nor the fix."""
 
