@@ -174,6 +174,34 @@ def instantiate_checked(cfg: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200]
+
+
+def check_optimizer(module: CIFARClassifier) -> None:
+    """Build the module's optimizer and lr schedule once, as Lightning does when fitting starts:
+    settings that timm or torch refuse (`optim.optimizer.opt=bogus`, `betas=[2]`) are one line
+    here instead of a traceback from inside the fit."""
+    try:
+        optimizer = module.optimizer_factory(module.net)
+    except (ValueError, TypeError, KeyError, IndexError, AssertionError, RuntimeError) as err:
+        raise CifarLabError(
+            f"the optim.optimizer settings build no optimizer ({type(err).__name__}: "
+            f"{one_line(err)}); "
+            f"fix them or choose another: optim=adamw, adoptw, muon or sgd"
+        ) from err
+    if module.scheduler_factory is None:
+        return
+    try:  # any length: Lightning sizes it when fitting starts
+        module.scheduler_factory(optimizer, total_steps=100, steps_per_epoch=10)
+    except (ValueError, TypeError, KeyError, AssertionError, ZeroDivisionError) as err:
+        raise CifarLabError(
+            f"the optim.scheduler settings build no lr schedule ({type(err).__name__}: "
+            f"{one_line(err)}); "
+            f"fix them, or optim.scheduler=null for a constant lr"
+        ) from err
+
+
 def build_ood(ood_cfg: DictConfig | None) -> OODSet | None:
     """The `ood` config's set (leaderboard or CIFAR-C), None for `ood=none`."""
     return instantiate(ood_cfg) if ood_cfg and ood_cfg.get("_target_") else None

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import re
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -64,11 +67,53 @@ def user_error_line(err: BaseException) -> str | None:
         return f"error: {key} has no value: add {key}=... to the command line"
     # hydra.utils.instantiate wraps what a constructor raised; unwrap a user error
     user_error = err.__cause__ if isinstance(err, InstantiationException) else err
+    if isinstance(err, InstantiationException) and not isinstance(user_error, USER_ERRORS):
+        return refused_settings_line(err)
     if not isinstance(user_error, USER_ERRORS):
         return None
     first_line = (str(user_error).strip().splitlines() or [type(user_error).__name__])[0]
     hint = next((fix for found, fix in LIGHTNING_FIXES.items() if found in first_line), "")
     return f"error: {first_line}{hint}"
+
+
+def refused_settings_line(err: InstantiationException) -> str | None:
+    """A constructor that refused the settings the config built it with (an unknown
+    `model.act_layer`, Lightning's ValueError for `trainer.precision=bogus`): one line naming
+    the command line's values it was given, those that its error message quotes first. Hydra's
+    own answer is three lines without the key; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    cause = err.__cause__ or err
+    why = " ".join(str(cause).split())[:200] or "no message"
+    found = re.search(r"target '([\w.]+)'", str(err))
+    target = found.group(1) if found else "an object of the config"
+    parts = {part.lower() for part in target.split(".")}
+    given = dict(command_line_values())
+    # the values of the groups the target belongs to (model.* for ...models.convnet...)
+    near = {k: v for k, v in given.items() if any(p.startswith(k.split(".")[0]) for p in parts)}
+    quoted = [
+        f"{k}={v}"
+        for k, v in (near or given).items()
+        if re.search(rf"(?<![\w.]){re.escape(v)}(?![\w.])", why)
+    ]
+    suspects = quoted or [f"{k}={v}" for k, v in near.items()]
+    what = f"{' or '.join(suspects[:3])} is" if suspects else "the config's settings are"
+    return (
+        f"error: {what} refused by {target} ({type(cause).__name__}: {why}); give a value it "
+        f"takes (--help lists the options; HYDRA_FULL_ERROR=1 shows where it failed)"
+    )
+
+
+def command_line_values() -> list[tuple[str, str]]:
+    """(key, value) of this job's command-line overrides, the last one of each key."""
+    if not HydraConfig.initialized():
+        return []
+    values: dict[str, str] = {}
+    for override in HydraConfig.get().overrides.task:
+        key, sep, value = override.partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    return list(values.items())
 
 
 @contextmanager
@@ -136,10 +181,13 @@ def fail(message: str) -> NoReturn:
 
 def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
     """Before Hydra runs: `+group=option`, an unknown group option, a key the composed config
-    lacks (a typo) and a value of the wrong type (`lr=abc`, `max_epochs=1.5`) are each one line
-    naming the value and the fix, with a did-you-mean; in a multirun (`-m`) too, before any job
-    starts. Hydra's own answers are generic advice ("use +key") or a traceback."""
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and a[0] != "-"]
+    lacks (a typo), a value of the wrong type (`lr=abc`, `max_epochs=1.5`) and a run folder
+    Hydra cannot write are each one line naming the value and the fix, with a did-you-mean; in
+    a multirun (`-m`) too, before any job starts. Hydra's own answers are generic advice ("use
+    +key") or a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    check_output_folder(argv)
+    args = [a for a in argv if "=" in a and a[0] != "-"]
     reject_added_groups(config_name, args)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -190,6 +238,38 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
 def group_choice(value: Any) -> str:
     """A group's chosen option(s) as an override value again: `ema`, or `[default,ema]`."""
     return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+
+# Hydra writes the run's `.hydra/` config files and opens its log file in the run folder before
+# any code of cifar-lab runs; less free space than this is a full disk for them.
+MIN_FREE_BYTES = 1 << 20
+DEFAULT_OUTPUTS = Path("outputs")  # where conf/hydra/default.yaml puts runs and sweeps
+
+
+def check_output_folder(argv: Sequence[str]) -> None:
+    """The folder Hydra will create the run in (`hydra.run.dir`, `hydra.sweep.dir` with `-m`,
+    else under ./outputs) must be, or be under, a writable folder with some free space: where it
+    is a file, read-only or full, Hydra's answer is a traceback from its logging setup."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.partition("=")[2] for a in argv if a.partition("=")[0].lstrip("+") == key]
+    if given and ("${" in given[-1] or "," in given[-1]):
+        return  # an interpolation or a sweep of folders: Hydra resolves it
+    folder = Path(given[-1]).expanduser() if given else DEFAULT_OUTPUTS
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = f"{key}={folder}" if given else f"the run folder under {folder.absolute()}"
+    fix = f"give a folder you can write: {key}=<folder>"
+    if not existing.is_dir():
+        fail(f"{where}: {existing} is a file, not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{where}: {existing} cannot be written (a read-only file system or no "
+             f"permission); {fix}")  # fmt: skip
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        fail(f"{where}: {existing} has {free / 2**20:.1f} MiB free, too little for the run's "
+             f"config and log files; free space there or {fix}")  # fmt: skip
 
 
 def override_values(override: Any) -> list[Any]:
@@ -304,6 +384,9 @@ def setup_run_output() -> None:
     """Silence the third-party noise listed above, send Python warnings to the log, and write
     Lightning's log lines into the run's log file beside cifar-lab's (Lightning's loggers do
     not propagate to the root logger that Hydra gives the file)."""
+    # A log file that cannot be written (a full disk, a folder made read-only) would print a
+    # "--- Logging error ---" traceback for every line; the run's own error says what failed.
+    logging.raiseExceptions = False
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
     # train/* metrics are logged per epoch; the step interval only thins the per-step rows
     warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)

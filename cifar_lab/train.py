@@ -26,6 +26,7 @@ from cifar_lab.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    check_optimizer,
     check_stored_network,
     follow_class_subset,
 )
@@ -49,6 +50,7 @@ from cifar_lab.runs.record import (
     refuse_to_overwrite,
     stop_signal,
 )
+from cifar_lab.runs.resume_state import check_training_state
 from cifar_lab.speed import configure_torch
 from cifar_lab.training.distributed import (
     end_process_group,
@@ -171,8 +173,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
             preemption.checkpoint_path = last_checkpoint_path(trainer, output_dir)
             module = build_module(cfg, run_config, processes=world_size(trainer))
+            check_optimizer(module)
             if checkpoint is not None:
                 checkpoint.check_weights_fit(module.net)
+                check_training_state(checkpoint, trainer, module)
             end_job = launch_ranks_for_this_job(trainer, in_multirun())
             # Other DDP ranks see a stand-in wandb run; only rank 0 saves checkpoints anyway.
             module.wandb_id = wandb_run_id(loggers) if is_global_zero() else None
@@ -223,6 +227,14 @@ def resumed(cfg: DictConfig, checkpoint: RunCheckpoint, overrides: Sequence[str]
     """`cfg` rebuilt from the checkpoint's stored config, with a notice per override that
     changes the architecture."""
     cfg, notices = rebuild_config(cfg, checkpoint, given_by_overrides(cfg, overrides))
+    if cfg.data.get("num_classes") != checkpoint.num_classes:
+        # the network keeps the checkpoint's head; its loss and accuracy would see other labels
+        raise CifarLabError(
+            f"{checkpoint.path} holds a network for {checkpoint.num_classes} classes, but this "
+            f"run's data ({cfg.data.get('name')}) has {cfg.data.get('num_classes')}: resume "
+            f"with the data it was trained on (drop data=... from the command line), or start a "
+            f"new run"
+        )
     check_stored_network(cfg.model, f"checkpoint {checkpoint.path}")
     log.info(
         "resuming %s: data, model, augment, optim, loss (and adv) as stored in it, "

@@ -21,7 +21,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from cifar_files import write_cifar  # noqa: E402
-from support import TINY_CONVNET, compose_train, tiny_data, tiny_training  # noqa: E402
+from support import (  # noqa: E402
+    STATEFUL_CALLBACKS,
+    TINY_CONVNET,
+    compose_train,
+    tiny_data,
+    tiny_training,
+)
 
 
 def pin_worker_to_one_core() -> None:
@@ -139,3 +145,12 @@ def cifar10_ckpt(tmp_path_factory: pytest.TempPathFactory, cifar10_root: Path) -
         "optim.scheduler.warmup_epochs=0",
     ]  # fmt: skip
     return trained_once(tmp_path_factory, "cifar10_run", overrides, "best_model_path")
+
+
+@pytest.fixture(scope="session")
+def stateful_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar100_root: Path) -> Path:
+    """The last.ckpt of a finished one-epoch, one-batch tiny run that also keeps early-stopping
+    and EMA state (every kind of state a resume restores), trained once per session."""
+    overrides = [*tiny_data(cifar100_root), *tiny_training(batches=1), *TINY_CONVNET,
+                 "test=false", STATEFUL_CALLBACKS]  # fmt: skip
+    return trained_once(tmp_path_factory, "stateful_run", overrides, "last_model_path")

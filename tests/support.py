@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TINY_CONVNET = ["model.widths=[8,8,16,16,16]", "model.head_hidden=16"]
+# the checkpoint callbacks plus those that keep state in a checkpoint (early stopping, EMA)
+STATEFUL_CALLBACKS = "callbacks=[default,early_stopping,ema]"
 
 
 def tiny_data(root: Path, batch_size: int = 16, workers: int = 0) -> list[str]:

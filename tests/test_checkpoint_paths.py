@@ -156,8 +156,15 @@ def test_resuming_a_finished_run_with_more_epochs_keeps_the_earlier_record(train
         ("model", "widths", [200_000] * 5, r"network of [\d,]+ parameters .* refusing to allocate"),
         ("model", "widths", "abc", "stores a model config that builds no network"),
         ("model", "checkpoint_path", "/etc/passwd", "stores model.checkpoint_path, which would"),
+        ("augment", "mix", {"mixup_alpha": "x", "prob": 1.0}, r"augment.mix.mixup_alpha='x' is "
+         r"invalid; expected a number >= 0"),
+        ("augment", "mix", "on", r"stores augment.mix='on', not a group of settings or null"),
+        ("data", "num_classes", None, r"stores data.num_classes=None; expected an integer"),
+        ("optim", "optimizer", None, r"stores optim.optimizer.lr=None; expected a number"),
+        ("optim", "optimizer", {}, r"stores optim.optimizer.lr=None; expected a number"),
     ],
-    ids=["text-classes", "huge-images", "huge-widths", "text-widths", "file-to-load"],
+    ids=["text-classes", "huge-images", "huge-widths", "text-widths", "file-to-load", "text-mix",
+         "mix-not-a-group", "no-classes", "no-optimizer", "optimizer-without-lr"],
 )  # fmt: skip
 def test_a_crafted_stored_value_is_one_line_before_anything_is_built(
     finished_run, tmp_path, cifar100_root, group, key, value, expected

@@ -3,11 +3,18 @@ in a multirun too: Hydra's own answers are generic advice ('use +key') or a trac
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
+import re
+from types import SimpleNamespace
+
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from support import run_module, tiny_data
 
-from cifar_lab.cli import check_command_line
+from cifar_lab.cli import check_command_line, setup_run_output, user_error_line
 
 
 @pytest.mark.parametrize(
@@ -28,10 +35,12 @@ from cifar_lab.cli import check_command_line
          "to set; set it whole, e.g. 'augment.mix={mixup_alpha:0.8"),
         (["callbacks=[default,emma]"], "callbacks=emma is not an option of callbacks (did you "
          "mean callbacks=ema?)"),
+        (["callbacks=[default,early_stoping]"], "callbacks=early_stoping is not an option of "
+         "callbacks (did you mean callbacks=early_stopping?)"),
     ],
     ids=["key-typo", "lr-text", "epochs-float", "option-typo", "group-typo", "sweep-choice",
          "limit-text",
-         "experiment-key", "plus-group", "key-of-null", "option-of-a-list"],
+         "experiment-key", "plus-group", "key-of-null", "option-of-a-list", "option-in-a-list"],
 )  # fmt: skip
 def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -59,6 +68,8 @@ def test_a_bad_override_is_one_line_with_a_did_you_mean(capsys, args, expected) 
         ["experiment=smoke", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=0.5"],
         # several options of one group, and a key of one of them
         ["callbacks=[default,ema]", "callbacks.ema.decay=0.5"],
+        # options that combine, as train's --help shows them, with a key checked beside them
+        ["callbacks=[default,early_stopping,lr_monitor]", "trainer.max_epochs=2"],
     ],
 )
 def test_good_overrides_pass_the_check(args) -> None:
@@ -93,3 +104,99 @@ def test_the_gpu_trainer_on_a_cpu_machine_names_trainer_cpu(cifar100_root, tmp_p
     assert result.returncode == 1
     assert result.stderr.strip().endswith("on this machine use trainer=cpu (or trainer=default, "
                                           "which picks the device)")  # fmt: skip
+
+
+def test_a_run_folder_that_is_a_file_is_one_line_before_hydra(tmp_path) -> None:
+    """Hydra creates the run folder and opens its log there first: its answer was a traceback.
+    (Every entry point runs the same check: predict, corrupt, bench, show_augment.)"""
+    (tmp_path / "taken").write_text("a file")
+
+    result = run_module("cifar_lab.train", f"hydra.run.dir={tmp_path / 'taken' / 'run'}",
+                        cwd=tmp_path)  # fmt: skip
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: hydra.run.dir={tmp_path / 'taken' / 'run'}: {tmp_path / 'taken'} is a file, not "
+        f"a folder; give a folder you can write: hydra.run.dir=<folder>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "broken", "expected"),
+    [
+        (["x=1"], "access", r"the run folder under .*/outputs: .* cannot be written \(a "
+         r"read-only file system or no permission\); give a folder you can write: hydra.run.dir="),
+        (["-m", "hydra.sweep.dir=RUN"], "access", r"hydra.sweep.dir=.*/run: .* cannot be written"),
+        (["hydra.run.dir=RUN"], "space", r"hydra.run.dir=.*/run: .* has 0.1 MiB free, too little "
+         r"for the run's config and log files; free space there or give a folder"),
+    ],
+    ids=["read-only-default", "read-only-sweep", "full"],
+)  # fmt: skip
+def test_a_read_only_or_full_run_folder_is_one_line(tmp_path, monkeypatch, capsys, argv, broken,
+                                                    expected) -> None:  # fmt: skip
+    """As root (tests here) a mode does not stop writes, and a read-only mount needs privileges:
+    the folder's state is what the operating system would answer."""
+    monkeypatch.chdir(tmp_path)
+    if broken == "access":
+        monkeypatch.setattr("cifar_lab.cli.os.access", lambda path, mode: False)
+    else:
+        nearly_full = SimpleNamespace(free=1 << 17)
+        monkeypatch.setattr("cifar_lab.cli.shutil.disk_usage", lambda path: nearly_full)
+    argv = [a.replace("RUN", str(tmp_path / "run")) for a in argv]
+
+    with pytest.raises(SystemExit):
+        check_command_line("train", argv)
+
+    err = capsys.readouterr().err
+    assert re.match(f"error: {expected}", err) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("target", "cause", "expected"),
+    [
+        ("lightning.pytorch.trainer.trainer.Trainer", ValueError("Precision 'bogus' is invalid."),
+         "trainer.precision=bogus is refused by lightning.pytorch.trainer.trainer.Trainer "
+         "(ValueError: Precision 'bogus' is invalid.)"),
+        ("cifar_lab.models.convnet.create_convnet",
+         ValueError("dropout probability has to be between 0 and 1, but got 2"),
+         "model.drop_rate=2 is refused by cifar_lab.models.convnet.create_convnet"),
+        ("cifar_lab.models.convnet.create_convnet",
+         TypeError("not all arguments converted during string formatting"),
+         "model.drop_rate=2 or model.widths=abc is refused by"),
+    ],
+    ids=["quoted-value", "quoted-in-its-group", "its-group"],
+)  # fmt: skip
+def test_settings_a_constructor_refuses_are_named_in_one_line(monkeypatch, target, cause, expected):
+    given = [("trainer.precision", "bogus"), ("trainer.limit_train_batches", "2"),
+             ("model.drop_rate", "2"), ("model.widths", "abc")]  # fmt: skip
+    monkeypatch.setattr("cifar_lab.cli.command_line_values", lambda: given)
+    err = InstantiationException(f"Error in call to target '{target}':\n{cause!r}")
+    err.__cause__ = cause
+
+    line = user_error_line(err)
+
+    assert line.startswith(f"error: {expected}") and "\n" not in line, line
+    assert line.endswith("give a value it takes (--help lists the options; HYDRA_FULL_ERROR=1 "
+                         "shows where it failed)")  # fmt: skip
+
+
+def test_a_log_file_that_cannot_be_written_prints_no_traceback(capsys) -> None:
+    """A full disk under the run's log file: logging printed '--- Logging error ---' and a
+    traceback for every line, around the run's own one-line error."""
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler = logging.StreamHandler(FullDisk())
+    logger = logging.getLogger("cifar_lab.test_full_disk")
+    logger.addHandler(handler)
+    try:
+        setup_run_output()
+        logger.error("a line the log file cannot take")
+    finally:
+        logger.removeHandler(handler)
+        logging.raiseExceptions = True
+
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err

@@ -3,16 +3,20 @@ CIFAR pickles, OOD `.npy` files, `labels.npy` and reference CSVs, truncated, bit
 overwritten, re-typed, re-shaped or carrying `__reduce__` payloads; a checkpoint's stored config
 values and its checkpoint callbacks' state, crafted. Each reader must return
 valid data or raise `CifarLabError`, never another exception, and never run code (the payloads
-would create a marker file).
+would create a marker file). And the training state a resume hands to Lightning (loops,
+optimizer, lr schedule, callbacks, EMA, counters, extra entries), edited and resumed for real:
+it trains to the end or is refused in one line naming the file, keeping the finished record.
 
-CIFAR_LAB_FUZZ_EXAMPLES sets the examples per test (default 100, about 15 s in all here):
-    CIFAR_LAB_FUZZ_EXAMPLES=2000 python -m pytest -q tests/test_fuzz.py
+CIFAR_LAB_FUZZ_EXAMPLES sets the examples per reader test (default 100, about 15 s in all
+here), CIFAR_LAB_FUZZ_RESUMES those of the resume test (default 12, about 12 s):
+    CIFAR_LAB_FUZZ_EXAMPLES=2000 CIFAR_LAB_FUZZ_RESUMES=500 python -m pytest -q tests/test_fuzz.py
 """
 
 from __future__ import annotations
 
 import atexit
 import io
+import json
 import os
 import pickle
 import shutil
@@ -30,8 +34,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from omegaconf import DictConfig
+from support import STATEFUL_CALLBACKS, TINY_CONVNET, compose_train, tiny_data, tiny_training
 
-from cifar_lab.build import check_stored_network
+from cifar_lab.build import build_module, check_stored_network
 from cifar_lab.data.datasets import IMAGE_SHAPE, load_cifar
 from cifar_lab.data.ood import check_images, check_labels
 from cifar_lab.errors import CifarLabError
@@ -39,6 +44,7 @@ from cifar_lab.evaluation.tables import SEVERITY_COLUMNS, read_severity_table, w
 from cifar_lab.runs.callbacks import PATH_KEYS, SCORE_KEYS, ResumableCheckpoint
 from cifar_lab.runs.checkpoint import read_checkpoint
 from cifar_lab.runs.rebuild import stored_run_config
+from cifar_lab.train import train
 
 EXAMPLES = int(os.environ.get("CIFAR_LAB_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -354,6 +360,7 @@ def test_fuzzed_stored_configs_build_or_fail_with_one_line(tiny_checkpoint: Path
     def rebuild(path: Path) -> DictConfig:
         stored = stored_run_config(read_checkpoint(path).config, str(path))
         check_stored_network(stored.model, str(path))
+        build_module(stored)  # what predict and a resume build from it
         return stored
 
     check(rebuild, path, lambda stored: isinstance(stored, DictConfig))
@@ -381,3 +388,153 @@ def test_fuzzed_callback_state_never_points_outside_the_run(state: dict, in_plac
     kept += list(callback.best_k_models)
     assert all(not p or folder.resolve() in Path(p).resolve().parents for p in kept), kept
     assert (WORK / "victim").read_text() == "keep me"
+
+
+# --- the training state a resume hands to Lightning ----------------------------------------
+# Each example edits the loops, optimizer, lr schedule, callbacks, counters, weights or extra
+# entries of a finished run's last.ckpt and resumes that run in place, in-process, through
+# `train` (what the command line runs): it must train to the end, or be refused in one line that
+# names the file, keeping the finished record. About 0.5-1 s an example.
+RESUME_EXAMPLES = int(os.environ.get("CIFAR_LAB_FUZZ_RESUMES", "12"))
+RESUMES = settings(FUZZ, max_examples=RESUME_EXAMPLES)
+
+
+def resume_in_place(run: Path, root: Path) -> dict:
+    """`stateful_checkpoint`'s run resumed in `run` for one more epoch (the same settings)."""
+    overrides = [*tiny_data(root), *TINY_CONVNET, *tiny_training(batches=1), "logger=none",
+                 "test=false", STATEFUL_CALLBACKS, f"paths.output_dir={run}"]  # fmt: skip
+    return train(compose_train([*overrides, "ckpt_path=auto", "trainer.max_epochs=2"]))
+
+
+def tensors() -> st.SearchStrategy:
+    """Small tensors of any shape and dtype, NaN and infinity included."""
+    dtypes = st.sampled_from([np.float32, np.float16, np.int64, np.bool_, np.uint8, np.complex64])
+    shapes = hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)
+    return hnp.arrays(dtypes, shapes).map(lambda a: torch.from_numpy(a.copy()))
+
+
+def junk() -> st.SearchStrategy:
+    """What a crafted training state holds where Lightning expects something else."""
+    return (
+        st.integers(-3, 3) | st.sampled_from([2**31, 2**63, 10**30, -(2**40)]) | st.floats()
+        | st.text(max_size=4) | st.none() | st.booleans() | tensors()
+        | st.lists(st.integers(-1, 3) | st.floats(), max_size=3)
+        | st.dictionaries(st.text(max_size=3), st.integers() | tensors(), max_size=2)
+    )  # fmt: skip
+
+
+def edit_somewhere(tree: Any, draw: st.DrawFn) -> None:
+    """Replace, delete or add one entry at any depth of the dicts and lists of `tree`."""
+    parent, key, node = None, None, tree
+    while isinstance(node, (dict, list)) and node and (parent is None or draw(st.booleans())):
+        key = draw(st.sampled_from(sorted(node, key=str)) if isinstance(node, dict)
+                   else st.integers(0, len(node) - 1))  # fmt: skip
+        parent, node = node, node[key]
+    if parent is None:
+        return
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[key] = draw(junk())
+    elif action == "delete":
+        del parent[key]
+    elif isinstance(parent, dict):
+        parent[draw(st.text(max_size=4) | st.integers(0, 99))] = draw(junk())
+    else:
+        parent.append(draw(junk() | st.just(parent[key])))
+
+
+def optimizer_edit(states: list, draw: st.DrawFn) -> None:
+    """The optimizer state with wrong tensors, a missing `step`, params added or missing, a
+    group setting changed, groups or states added or removed."""
+    kind = draw(st.sampled_from(["tensor", "no-step", "extra-param", "fewer-params", "setting",
+                                 "groups", "states", "anywhere"]))  # fmt: skip
+    state, groups = states[0]["state"], states[0]["param_groups"]
+    entry = state[draw(st.sampled_from(sorted(state)))]
+    group = groups[draw(st.integers(0, len(groups) - 1))]
+    if kind == "tensor":
+        entry[draw(st.sampled_from(sorted(entry)))] = draw(tensors() | junk())
+    elif kind == "no-step":
+        for each in state.values() if draw(st.booleans()) else [entry]:
+            each.pop("step")
+    elif kind == "extra-param":
+        state[draw(st.sampled_from([999, -1, "w"]))] = dict(entry)
+    elif kind == "fewer-params":
+        group["params"] = group["params"][: draw(st.integers(0, len(group["params"]) - 1))]
+    elif kind == "setting":
+        setting = draw(st.sampled_from(sorted(group)))
+        if draw(st.booleans()):
+            group[setting] = draw(junk() | st.sampled_from([True, -1.0, (0.9,), (2.0, 2.0)]))
+        else:
+            del group[setting]
+    elif kind == "groups":
+        groups.append(dict(group)) if draw(st.booleans()) else groups.pop()
+    elif kind == "states":
+        states.append(states[0]) if draw(st.booleans()) else states.pop()
+    else:
+        edit_somewhere(states, draw)
+
+
+def schedule_edit(schedulers: list, draw: st.DrawFn) -> None:
+    """The lr schedule with a setting of another type, an attribute it does not have
+    (`last_epoch`, `optimizer`, `step_update`), a long `base_values` list, or none at all."""
+    kind = draw(st.sampled_from(["setting", "extra", "base_values", "count", "anywhere"]))
+    schedule = schedulers[0]
+    if kind == "setting":
+        schedule[draw(st.sampled_from(sorted(schedule)))] = draw(junk())
+    elif kind == "extra":
+        schedule[draw(st.sampled_from(["last_epoch", "optimizer", "step_update"]))] = draw(junk())
+    elif kind == "base_values":
+        schedule["base_values"] = [1e-3] * draw(st.sampled_from([0, 1, 3, 100_000]))
+    elif kind == "count":
+        schedulers.append(schedule) if draw(st.booleans()) else schedulers.pop()
+    else:
+        edit_somewhere(schedulers, draw)
+
+
+EXTRA_ENTRIES = ["hyper_parameters", "datamodule_hyper_parameters", "CIFARDataModule",
+                 "Precision", "MixedPrecision", "native_amp_scaling_state"]  # fmt: skip
+
+
+def resume_state_edit(checkpoint: dict, draw: st.DrawFn) -> str:
+    """One edit of what a resume reads (see the section comment); returns what was edited."""
+    part = draw(st.sampled_from(["epoch", "global_step", "pytorch-lightning_version", "loops",
+                                 "optimizer_states", "lr_schedulers", "callbacks", "state_dict",
+                                 "current_model_state", "averaging_state", "rng_states",
+                                 "extra"]))  # fmt: skip
+    if part in ("epoch", "global_step", "pytorch-lightning_version"):
+        checkpoint[part] = draw(junk() | st.sampled_from(["0.1.0", "1.4.0", "99.0", "abc"]))
+    elif part == "optimizer_states":
+        optimizer_edit(checkpoint[part], draw)
+    elif part == "lr_schedulers":
+        schedule_edit(checkpoint[part], draw)
+    elif part == "extra":
+        checkpoint[draw(st.sampled_from(EXTRA_ENTRIES))] = draw(junk() | structures())
+    else:
+        edit_somewhere(checkpoint[part], draw)
+    return part
+
+
+@RESUMES
+@given(data=st.data())
+def test_a_fuzzed_resume_state_trains_or_fails_in_one_line(
+    stateful_checkpoint, cifar100_root, data
+):
+    run = WORK / "resumed"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(stateful_checkpoint.parent.parent, run)
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    event(resume_state_edit(checkpoint, data.draw))
+    torch.save(checkpoint, last)
+    finished = json.loads((run / "metrics.json").read_text())
+
+    try:
+        metrics = resume_in_place(run, cifar100_root)
+    except CifarLabError as err:
+        assert "\n" not in str(err) and str(last) in str(err), str(err)
+        record = json.loads((run / "metrics.json").read_text())
+        assert {k: v for k, v in record.items() if k != "attempts"} == finished
+        event("refused in one line")
+    else:
+        assert metrics["status"] == "finished" and metrics["epochs_completed"] == 2
+        event("resumed and trained")

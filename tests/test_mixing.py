@@ -35,3 +35,18 @@ def test_mixing_off_gives_no_mixer() -> None:
 def test_a_bad_mix_argument_names_the_expected_ones() -> None:
     with pytest.raises(CifarLabError, match="cutmix_alpha"):
         build_mixup({"mixup_alpha": 1.0, "cutmix_alfa": 1.0}, 100)
+
+
+@pytest.mark.parametrize(
+    ("mix", "expected"),
+    [
+        ({"mixup_alpha": "x"}, r"augment.mix.mixup_alpha='x' is invalid; expected a number >= 0"),
+        ({"cutmix_alpha": -1.0}, r"augment.mix.cutmix_alpha=-1.0 is invalid"),
+        ({"mixup_alpha": 1.0, "prob": None}, r"augment.mix.prob=None is invalid"),
+        ("on", r"augment.mix='on' is not a group of settings"),
+    ],
+)
+def test_a_mix_setting_of_the_wrong_type_is_one_line(mix, expected) -> None:
+    """From the command line (augment.mix={mixup_alpha:x}) or a checkpoint: float() raised."""
+    with pytest.raises(CifarLabError, match=expected):
+        build_mixup(mix, 100)

@@ -44,8 +44,13 @@ def user_error(call: Callable[[], object], expected: str) -> str:
         ("+augment.crop.size=28", r"augment.crop has unknown keys \['size'\]; expected only"),
         ("loss.label_smoothing=2", r"loss.label_smoothing=2 is out of range; expected .* \[0, 1\)"),
         ("data.img_size=-5", r"data.img_size=-5 is invalid; expected an integer from 8 to 2048"),
+        ("optim.optimizer.opt=bogus", r"the optim.optimizer settings build no optimizer "
+         r"\(ValueError: Optimizer bogus not found in registry\); fix them or choose another"),
+        ("optim.optimizer.betas=[2]", r"the optim.optimizer settings build no optimizer"),
+        ("optim.scheduler.warmup_epochs=-1", r"optim.scheduler.warmup_epochs=-1 is invalid; "
+         r"expected a number >= 0"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_training_value_is_one_line_before_fitting(train_cfg, override, expected) -> None:
     cfg = train_cfg(override, "logger=none")
 
@@ -179,8 +184,13 @@ def test_a_bad_preview_setting_is_one_line(tmp_path: Path, override, expected) -
     [
         ("cifar_lab.train", ["data.batch_size=0"], "error: data.batch_size=0 is invalid"),
         ("cifar_lab.show_augment", ["num_images=0"], "error: num_images=0 is invalid"),
+        # a constructor's own refusal: Hydra printed three lines without the key
+        ("cifar_lab.train", ["trainer.precision=bogus"], "error: trainer.precision=bogus is "
+         "refused by lightning.pytorch.trainer.trainer.Trainer (ValueError: Precision 'bogus'"),
+        ("cifar_lab.train", ["model.act_layer=bogus"], "error: model.act_layer=bogus is refused "
+         "by cifar_lab.models.convnet.create_convnet (KeyError: 'bogus')"),
     ],
-)
+)  # fmt: skip
 def test_bad_values_on_the_command_line_are_one_error_line(
     cifar100_root: Path, tmp_path: Path, module, args, expected
 ) -> None:

@@ -18,8 +18,25 @@ def mixing_enabled(mix: Mapping[str, Any] | None) -> bool:
     """True when the config turns on MixUp or CutMix with a non-zero probability."""
     if not mix:
         return False
-    alphas = float(mix.get("mixup_alpha", 0.0)) + float(mix.get("cutmix_alpha", 0.0))
-    return alphas > 0 and float(mix.get("prob", 1.0)) > 0
+    if not isinstance(mix, Mapping):
+        raise CifarLabError(
+            f"augment.mix={mix!r} is not a group of settings; expected null (off) or e.g. "
+            f"'augment.mix={{mixup_alpha:0.8,cutmix_alpha:1.0,prob:0.5,switch_prob:0.5}}'"
+        )
+    alphas = mix_number(mix, "mixup_alpha", 0.0) + mix_number(mix, "cutmix_alpha", 0.0)
+    return alphas > 0 and mix_number(mix, "prob", 1.0) > 0
+
+
+def mix_number(mix: Mapping[str, Any], key: str, default: float) -> float:
+    """`mix[key]` as a number >= 0 (an alpha or a probability); a one-line error otherwise."""
+    value = mix.get(key, default)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not 0 <= value < float("inf"):
+        raise CifarLabError(
+            f"augment.mix.{key}={value!r} is invalid; expected a number >= 0, e.g. "
+            f"augment.mix.{key}={default or 1.0}"
+        )
+    return float(value)
 
 
 def build_mixup(

@@ -18,6 +18,8 @@ import lightning as L
 from timm.scheduler import CosineLRScheduler
 from torch.optim import Optimizer
 
+from cifar_lab.errors import CifarLabError
+
 log = logging.getLogger(__name__)
 SIZE_KEYS = ("t_initial", "warmup_t")
 
@@ -32,6 +34,14 @@ def warmup_cosine(
 ) -> CosineLRScheduler:
     """LR goes linearly from `warmup_start_lr` to the optimizer's lr over `warmup_epochs`,
     then follows a half cosine down to `min_lr` at `total_steps`."""
+    for key, value in (("warmup_epochs", warmup_epochs), ("warmup_start_lr", warmup_start_lr),
+                       ("min_lr", min_lr)):  # fmt: skip
+        # a negative warm-up would shift the cosine (timm starts it part-way), silently
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise CifarLabError(
+                f"optim.scheduler.{key}={value!r} is invalid; expected a number >= 0, e.g. "
+                f"optim.scheduler.{key}={1 if key == 'warmup_epochs' else 1e-6}"
+            )
     warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
     return CosineLRScheduler(
         optimizer,

@@ -196,16 +196,46 @@ class RunCheckpoint:
         net.load_state_dict(self.net_weights())
 
 
+# More epochs or steps than any run takes; torch.tensor() of a count beyond int64 overflows.
+MAX_COUNT = 2**53
+# Where Lightning's loop state keeps the epoch and step counts that `epoch`/`global_step` repeat.
+EPOCHS_DONE = ("epoch_progress", "current", "completed")
+STEPS_DONE = ("epoch_loop.automatic_optimization.optim_progress", "optimizer", "step", "total",
+              "completed")  # fmt: skip
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """`value` as an error message shows it: one line, cut at `limit` characters; a tensor by its
+    shape and dtype (its repr spans lines)."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor{list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def stored_count(loop: Any, keys: tuple[str, ...]) -> Any:
+    """The value at `keys` in a stored loop state, or None where the path is not there."""
+    for key in keys:
+        loop = loop.get(key) if isinstance(loop, Mapping) else None
+    return loop
+
+
 def resume_state_problem(raw: Mapping[str, Any]) -> str | None:
-    """What is wrong with the training state Lightning reads to resume, or None."""
+    """What is wrong with the shape of the training state Lightning reads to resume, or None
+    (`runs.resume_state` then checks it against this run's own objects)."""
     for key in ("epoch", "global_step"):
         value = raw[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            return f"{key}={value!r}, expected an integer >= 0"
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+            return f"{key}={shown(value)}, expected an integer in [0, {MAX_COUNT}]"
     if not isinstance(raw["loops"], Mapping) or not all(
         isinstance(v, Mapping) for v in raw["loops"].values()
     ):
         return f"loops is a {type(raw['loops']).__name__}, expected a mapping of loop states"
+    fit_loop = raw["loops"].get("fit_loop")
+    for key, path in (("epoch", EPOCHS_DONE), ("global_step", STEPS_DONE)):
+        counted = stored_count(fit_loop, path)  # None in another Lightning version's layout
+        if counted is not None and counted != raw[key]:
+            return f"{key}={raw[key]} but its fit loop counts {shown(counted)}"
     for key in ("optimizer_states", "lr_schedulers"):
         states = raw[key]
         if not isinstance(states, list) or not all(isinstance(s, Mapping) for s in states):

@@ -118,23 +118,36 @@ STORED_NUMBERS = {
     "optim.optimizer.lr": (float, 0.0, 1e3),
 }
 FILE_KEYS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+# Stored settings that are groups of settings or null (off); each is read as a mapping.
+STORED_SUBGROUPS = ("augment.mix", "optim.optimizer", "optim.scheduler")
+# What every rebuild reads: a stored config without one of them is not one train wrote.
+STORED_REQUIRED = ("data.num_classes", "optim.optimizer", "optim.optimizer.lr")
 
 
 def check_stored_values(groups: Mapping[str, Any], source: str) -> None:
     """A one-line error for a stored number of the wrong type or range (`num_classes: "ten"`,
-    `img_size: 10**6`) and for a model key that names a file to load (`checkpoint_path`)."""
+    `img_size: 10**6`), a group that is not one (`augment.mix: "on"`) and a model key that names
+    a file to load (`checkpoint_path`)."""
     for key, (kind, low, high) in STORED_NUMBERS.items():
         group, _, rest = key.partition(".")
         node: Any = groups.get(group)
         for part in rest.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        if node is None:
+        if node is None and key not in STORED_REQUIRED:
             continue
         is_number = isinstance(node, (int, float)) and not isinstance(node, bool)
         if not is_number or (kind is int and not isinstance(node, int)) or not low <= node <= high:
             expected = "an integer" if kind is int else "a number"
             raise CifarLabError(
                 f"{source} stores {key}={node!r}; expected {expected} in [{low}, {high}]: use a "
+                f"checkpoint written by cifar_lab.train"
+            )
+    for key in STORED_SUBGROUPS:
+        group, _, leaf = key.partition(".")
+        node = groups[group].get(leaf)
+        if (node is not None or key in STORED_REQUIRED) and not isinstance(node, Mapping):
+            raise CifarLabError(
+                f"{source} stores {key}={node!r}, not a group of settings or null; use a "
                 f"checkpoint written by cifar_lab.train"
             )
     model = groups.get("model")

@@ -31,18 +31,21 @@ def collect_rng_states() -> dict[str, Any]:
     return states
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore `collect_rng_states()`'s result; a damaged entry is one line."""
+def set_rng_states(states: dict[str, Any], source: str = "the checkpoint") -> None:
+    """Restore `collect_rng_states()`'s result; a damaged entry is one line naming `source`."""
     try:
         torch.set_rng_state(states["torch"])
         name, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         version, internal, gauss = states["python"]
         random.setstate((version, tuple(internal), gauss))
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+    # Everything is caught on purpose: the states come from a shared file, and torch, numpy and
+    # random refuse a damaged one in many ways (OverflowError, IndexError, TypeError, ...).
+    except Exception as err:
+        why = (str(err).splitlines() or [""])[0][:200]
         raise CifarLabError(
-            f"the checkpoint's '{RNG_KEY}' entry is damaged ({type(err).__name__}: {err}); "
+            f"{source}'s '{RNG_KEY}' entry is damaged ({type(err).__name__}: {why}); "
             f"resume from a last.ckpt/best.ckpt written by cifar_lab.train"
         ) from err
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
