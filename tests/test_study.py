@@ -25,7 +25,7 @@ from cifar_lab.sweeps.study_runs import (
     scoring_status,
     study_runs,
 )
-from cifar_lab.sweeps.study_table import write_study_table
+from cifar_lab.sweeps.study_table import unseen_gain, write_study_table
 from cifar_lab.sweeps.sweep_report import read_csv_log
 
 pytestmark = pytest.mark.xdist_group("study")
@@ -370,3 +370,16 @@ def test_a_predict_run_saved_inside_a_sweep_is_not_one_of_its_runs(tmp_path: Pat
             (sweep / name / ".hydra" / "hydra.yaml").write_text(json.dumps(hydra_yaml))
 
     assert [run.name for run in study_runs([sweep])] == ["sweep/0", "sweep/1"]
+
+
+def test_the_unseen_gain_compares_each_run_with_the_reference_on_the_same_corruptions() -> None:
+    reference = {"ood/acc/fog/mean": 0.5, "ood/acc/snow/mean": 0.4, "ood/acc/contrast/mean": 0.3}
+    run = {
+        "ood/acc/fog/mean": 0.6, "ood/acc/snow/mean": 0.7, "ood/acc/contrast/mean": 0.9,
+        "ood/acc/mean_unseen": 0.65, "ood/seen": ["contrast"],
+    }  # fmt: skip
+
+    # contrast is left out: the run's augmentation covers it (its +0.6 would flatter the run)
+    assert unseen_gain(run, reference) == pytest.approx(((0.6 - 0.5) + (0.7 - 0.4)) / 2)
+    assert unseen_gain(reference, reference) == 0
+    assert unseen_gain({"ood/acc/fog/mean": 0.6, "ood/seen": ["fog"]}, reference) is None

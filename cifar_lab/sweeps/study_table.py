@@ -7,6 +7,10 @@ of the run's scoring folder under their metrics.json names (README, Robustness s
     clean/acc, clean/ece, clean/ts/ece          accuracy; calibration before/after temperature
     ood/acc/mean_unseen, ood/acc/mean_all       corruption means (mean_present for a partial set)
     ood/seen                                    the corruptions the run's augmentation covers
+    ood/unseen_gain                             mean over the run's unseen corruptions of its
+                                                accuracy minus the first scored run's on the same
+                                                ones (each run's unseen set differs, so the
+                                                means alone do not compare)
     detect/<detector>/mean_near|far/auroc       OOD detection, one detector (--detector)
     adv/<attack>/eps<e>/acc                     robust accuracy, one attack and eps (--attack/--eps)
     train/wall_s, train/images_per_s            what training cost
@@ -143,10 +147,32 @@ def metric_columns(rows: Sequence[StudyRow], choice: Choice) -> list[str]:
         "ood/acc/mean_unseen",
         corrupt_all,
         "ood/seen",
+        UNSEEN_GAIN,
         f"detect/{d}/mean_near/auroc",
         f"detect/{d}/mean_far/auroc",
         f"adv/{a}/eps{choice.eps}/acc",
     ]
+
+
+UNSEEN_GAIN = "ood/unseen_gain"
+CORRUPTION_MEAN = re.compile(r"ood/acc/(?!mean_)(\w+)/mean")
+
+
+def corruption_means(score: Mapping[str, Any]) -> dict[str, float]:
+    """Each scored corruption's mean accuracy over its severities, by name."""
+    found = (CORRUPTION_MEAN.fullmatch(key) for key in score)
+    return {match[1]: float(score[match[0]]) for match in found if match}
+
+
+def unseen_gain(score: Mapping[str, Any], reference: Mapping[str, Any]) -> float | None:
+    """The run's accuracy minus the reference run's, averaged over the corruptions the run's
+    augmentation does not cover (`ood/seen`) that both scored; None without such corruptions."""
+    mine, theirs = corruption_means(score), corruption_means(reference)
+    seen = set(score.get("ood/seen") or ())
+    shared = [name for name in mine if name in theirs and name not in seen]
+    if not shared:
+        return None
+    return sum(mine[name] - theirs[name] for name in shared) / len(shared)
 
 
 # Which columns study.png plots against clean accuracy: every robustness axis.
@@ -157,7 +183,9 @@ def robustness_axes(columns: Sequence[str]) -> list[str]:
 COST_COLUMNS = ("train/wall_s", "train/images_per_s")
 
 
-def metric_value(score: Mapping[str, Any], key: str) -> Any:
+def metric_value(score: Mapping[str, Any], key: str, reference: Mapping[str, Any]) -> Any:
+    if key == UNSEEN_GAIN:
+        return unseen_gain(score, reference)
     value = score.get(key)
     if key == "ood/seen":  # a list of corruption names; an empty list is "none seen"
         return None if value is None else ", ".join(map(str, value)) or "none"
@@ -191,6 +219,8 @@ def table(
     """Header and rows (raw values) of the study table."""
     keys = swept_keys([row.job for row in rows])
     header = ["run", "train", "score", *keys, "epochs", *columns, *COST_COLUMNS, "note"]
+    reference = reference_row(rows)
+    ref_score = reference.score if reference else {}
     out = []
     for row in rows:
         wall, rate, cost_note = training_cost(row)
@@ -206,12 +236,21 @@ def table(
                 row.score_status,
                 *(row.job.params.get(key) for key in keys),
                 row.job.epochs,
-                *(metric_value(row.score, key) if row.scored else None for key in columns),
+                *(
+                    metric_value(row.score, key, ref_score) if row.scored else None
+                    for key in columns
+                ),
                 *((wall, rate) if row.job.status == "finished" else (None, None)),
                 "; ".join(text for text in notes if text),
             ]
         )
     return header, out
+
+
+def reference_row(rows: Sequence[StudyRow]) -> StudyRow | None:
+    """The run the unseen-corruption gain is measured against: the first scored one (put the
+    baseline recipe first in the sweep, e.g. augment=basic,augmix)."""
+    return next((row for row in rows if row.scored), None)
 
 
 def summary(
@@ -221,7 +260,9 @@ def summary(
     trained = sum(row.job.status == "finished" for row in rows)
     detector = f"detector {choice.detector}{' (auto)' if detector_auto else ''}"
     attack = f"attack {choice.attack} at eps {choice.eps}{' (auto)' if attack_auto else ''}"
-    return f"{len(rows)} runs ({trained} trained, {scored} scored); {detector}, {attack}"
+    reference = reference_row(rows)
+    gain = f"; {UNSEEN_GAIN} against {reference.run.name}" if reference else ""
+    return f"{len(rows)} runs ({trained} trained, {scored} scored); {detector}, {attack}{gain}"
 
 
 # --- figures --------------------------------------------------------------------------------
