@@ -80,7 +80,7 @@ def test_a_grid_runs_every_job_and_the_report_ranks_them(
 
 
 @pytest.mark.slow
-def test_a_job_that_raises_finishes_its_wandb_run_and_the_others_still_run(
+def test_a_job_that_is_refused_records_it_and_the_others_still_run(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "failing"
@@ -89,7 +89,8 @@ def test_a_job_that_raises_finishes_its_wandb_run_and_the_others_still_run(
     assert result.returncode != 0  # Hydra reports the failed job once the others are done
     failed, finished = sweep / "0", sweep / "1"
     assert metrics_of(failed)["status"] == "failed" and "bogus" in metrics_of(failed)["error"]
-    assert wandb_exit_code(failed) == 1
+    # the optimizer is built before the logger starts, so the refused job leaves no wandb run
+    assert not list(failed.glob("wandb/offline-run-*"))
     assert metrics_of(finished)["status"] == "finished"
     assert wandb_exit_code(finished) == 0
     assert (finished / "checkpoints" / "best.ckpt").is_file()
